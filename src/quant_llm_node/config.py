@@ -1,0 +1,243 @@
+"""Typed, validated node configuration loaded from YAML (config/robot.yaml).
+
+Every setting is a dataclass field with a description and limits; the ROS layer
+declares one parameter per field (``section.field``) from the same metadata, so
+the YAML file, the ROS parameters and the core share one definition.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+NODE_NAME = "quant_llm_node"
+
+
+class ConfigError(ValueError):
+    """A setting is unknown, of the wrong type or out of range."""
+
+
+def setting(default: Any, description: str, *, lo: float | None = None, hi: float | None = None,
+            choices: tuple | None = None) -> Any:
+    """A config field with the metadata that validation and ROS descriptors use."""
+    meta = {"description": description, "lo": lo, "hi": hi, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    name: str = setting("qwen2.5-coder-0.5b-instruct-q4_k_m",
+                        "manifest name (models/manifest.yaml) or path to a .gguf file")
+    sha256: str = setting("", "expected sha256 of the model file; empty = the manifest's value "
+                              "for manifest names, no check for paths")
+    verify_checksum: bool = setting(True, "checksum the file at configure (the only guard "
+                                          "against corrupted weights, which still load)")
+    draft_name: str = setting("", "optional draft model (same tokenizer) for speculative decoding")
+
+
+@dataclass
+class EngineConfig:
+    n_ctx: int = setting(2048, "context window in tokens", lo=256, hi=131072)
+    n_threads: int = setting(0, "CPU threads for decoding; 0 = number of cores", lo=0, hi=256)
+    n_batch: int = setting(512, "prompt evaluation batch size", lo=8, hi=8192)
+    n_gpu_layers: int = setting(0, "layers offloaded to the GPU; -1 = all", lo=-1, hi=10000)
+    seed: int = setting(42, "sampling seed", lo=0, hi=2**31 - 1)
+    flash_attn: bool = setting(False, "use flash attention (CUDA builds)")
+    kv_cache_type: str = setting("f16", "KV cache element type", choices=("f16", "q8_0", "q4_0"))
+    max_tokens: int = setting(96, "maximum tokens generated per answer", lo=1, hi=4096)
+    temperature: float = setting(0.0, "sampling temperature; 0 = greedy (deterministic)",
+                                 lo=0.0, hi=2.0)
+    use_grammar: bool = setting(True, "constrain decoding to the decision JSON schema")
+    use_mmap: bool = setting(True, "memory-map the model file")
+    memory_bandwidth_gbps: float = setting(0.0, "memory bandwidth for the decode roofline; "
+                                                "0 = the device profile's, else measured", lo=0.0,
+                                           hi=10000.0)
+
+
+@dataclass
+class ServingConfig:
+    queue_size: int = setting(16, "queued requests before new ones are rejected OVERLOADED",
+                              lo=1, hi=10000)
+    default_deadline_ms: int = setting(15000, "deadline for requests that set none", lo=1,
+                                       hi=3_600_000)
+    max_deadline_ms: int = setting(600_000, "longest deadline accepted", lo=1, hi=86_400_000)
+    safety_priority: int = setting(200, "priority at or above which a request is "
+                                        "safety-critical (served first, may preempt)",
+                                   lo=0, hi=255)
+    max_query_chars: int = setting(2000, "longest query text accepted", lo=1, hi=100_000)
+    max_goal_chars: int = setting(200, "longest goal text accepted", lo=1, hi=10_000)
+    max_context_chars: int = setting(4000, "longest context_json accepted", lo=0, hi=100_000)
+    max_request_id_chars: int = setting(128, "longest request id accepted", lo=1, hi=1024)
+    max_people: int = setting(64, "most people distances accepted", lo=0, hi=10_000)
+    latency_window: int = setting(512, "recent requests kept for latency percentiles",
+                                  lo=8, hi=100_000)
+
+
+@dataclass
+class SafetyConfig:
+    enabled: bool = setting(True, "apply the safety rules (they have the last word)")
+    person_stop_distance_m: float = setting(2.0, "a person closer than this forces stop",
+                                            lo=0.0, hi=50.0)
+    person_slow_distance_m: float = setting(5.0, "a person closer than this caps speed",
+                                            lo=0.0, hi=100.0)
+    person_slow_speed_mps: float = setting(0.3, "speed cap near people", lo=0.0, hi=5.0)
+    obstacle_stop_distance_m: float = setting(1.0, "an obstacle closer than this forces stop",
+                                              lo=0.0, hi=50.0)
+    obstacle_slow_distance_m: float = setting(3.0, "an obstacle closer than this caps speed",
+                                              lo=0.0, hi=100.0)
+    obstacle_slow_speed_mps: float = setting(0.5, "speed cap near obstacles", lo=0.0, hi=5.0)
+    battery_dock_pct: float = setting(10.0, "battery at or below this forces docking",
+                                      lo=0.0, hi=100.0)
+    max_speed_mps: float = setting(1.5, "speed limit anywhere", lo=0.0, hi=10.0)
+    zone_speed_limits: list = setting(["aisle_3:0.8", "packing:0.5", "elevator:0.3",
+                                       "loading_bay:1.0"],
+                                      "per-zone speed limits as 'zone_id:mps' strings")
+
+
+@dataclass
+class GroundingConfig:
+    enabled: bool = setting(True, "ground free-text goals to map places with the embedder")
+    places_file: str = setting("places.yaml", "map places (relative to config/ or absolute)")
+    settings_file: str = setting("grounding.yaml", "embedder and threshold settings")
+
+
+@dataclass
+class NodeConfig:
+    autostart: bool = setting(True, "take the node to active by itself after start")
+    device_profile: str = setting("", "device profile (config/profiles/NAME.yaml) whose "
+                                      "engine settings and memory budget apply; empty = none")
+    diagnostics_period_s: float = setting(1.0, "diagnostics publishing period", lo=0.05, hi=60.0)
+    hardware_id: str = setting("", "hardware_id in diagnostics; empty = host name")
+
+
+@dataclass
+class Config:
+    """The whole node configuration."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
+
+    def flat(self) -> dict[str, Any]:
+        """``{"section.field": value}`` for every setting."""
+        return {name: getattr(getattr(self, sec), f.name) for name, sec, f in iter_settings()}
+
+
+def iter_settings() -> Iterator[tuple[str, str, dataclasses.Field]]:
+    """(``section.field``, section, field) for every setting, in declaration order."""
+    for sec in dataclasses.fields(Config):
+        for f in dataclasses.fields(sec.default_factory()):
+            yield f"{sec.name}.{f.name}", sec.name, f
+
+
+def _coerce(name: str, f: dataclasses.Field, value: Any) -> Any:
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    kind = type(default)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true/false, got {value!r}")
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{name}: must be finite, got {value!r}")
+    elif kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+    elif kind is list:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
+        value = list(value)
+    meta = f.metadata
+    if meta.get("lo") is not None and value < meta["lo"]:
+        raise ConfigError(f"{name}: {value} is below the minimum {meta['lo']}")
+    if meta.get("hi") is not None and value > meta["hi"]:
+        raise ConfigError(f"{name}: {value} is above the maximum {meta['hi']}")
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(meta['choices'])}")
+    return value
+
+
+def config_from_flat(values: dict[str, Any], base: Config | None = None) -> Config:
+    """Apply ``{"section.field": value}`` over ``base`` (defaults), validating each."""
+    cfg = copy.deepcopy(base) if base else Config()
+    known = {name: (sec, f) for name, sec, f in iter_settings()}
+    for name, value in values.items():
+        if name not in known:
+            raise ConfigError(f"unknown setting '{name}'")
+        sec, f = known[name]
+        setattr(getattr(cfg, sec), f.name, _coerce(name, f, value))
+    _check_consistency(cfg)
+    return cfg
+
+
+def _check_consistency(cfg: Config) -> None:
+    s = cfg.safety
+    if s.person_slow_distance_m < s.person_stop_distance_m:
+        raise ConfigError("safety.person_slow_distance_m must be >= person_stop_distance_m")
+    if s.obstacle_slow_distance_m < s.obstacle_stop_distance_m:
+        raise ConfigError("safety.obstacle_slow_distance_m must be >= obstacle_stop_distance_m")
+    parse_zone_limits(s.zone_speed_limits)
+    if cfg.serving.default_deadline_ms > cfg.serving.max_deadline_ms:
+        raise ConfigError("serving.default_deadline_ms must be <= serving.max_deadline_ms")
+
+
+def parse_zone_limits(items: list[str]) -> dict[str, float]:
+    """``["aisle_3:0.8"]`` -> ``{"aisle_3": 0.8}``."""
+    out = {}
+    for item in items:
+        zone, sep, speed = item.partition(":")
+        try:
+            value = float(speed)
+        except ValueError:
+            value = float("nan")
+        if not sep or not zone.strip() or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"safety.zone_speed_limits: '{item}' is not 'zone_id:speed_mps'")
+        out[zone.strip()] = value
+    return out
+
+
+def _flatten(prefix: str, node: Any, out: dict[str, Any]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), value, out)
+    else:
+        out[prefix] = node
+
+
+def params_section(doc: Any, node_name: str = NODE_NAME) -> dict[str, Any]:
+    """The node's ``ros__parameters`` from a ROS params file (or a plain mapping)."""
+    if not isinstance(doc, dict):
+        raise ConfigError("the configuration file must hold a mapping")
+    for key, value in doc.items():
+        if isinstance(value, dict) and "ros__parameters" in value and (
+                key == "/**" or key.rsplit("/", 1)[-1] == node_name):
+            return value["ros__parameters"]
+    return doc
+
+
+def load_config(path: str | Path, node_name: str = NODE_NAME) -> Config:
+    """Load a ROS params file (``node: ros__parameters: …``) or a plain YAML mapping."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    flat: dict[str, Any] = {}
+    _flatten("", params_section(doc or {}, node_name), flat)
+    return config_from_flat(flat)

@@ -1,0 +1,118 @@
+"""PlaceIndex: free-text goal -> map place id, or an honest "ambiguous"/"unknown".
+
+Stages, first decisive one wins: exact id ("aisle 4" -> aisle_4), lexical
+(words + exact numbers), embeddings (cosine over name + description).
+Thresholds come from GroundingConfig; nothing is guessed below them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .config import GroundingConfig
+from .lexical import LexicalMatcher, ParsedGoal, parse_goal
+from .places import Place
+from .text import clean_text, fold
+
+OK, AMBIGUOUS, UNKNOWN, EMPTY = "ok", "ambiguous", "unknown", "empty"
+
+
+@dataclass(frozen=True)
+class GroundingResult:
+    """Outcome of grounding one goal; ``place_id`` is set only when status is ok."""
+
+    status: str                       # ok | ambiguous | unknown | empty
+    place_id: str | None = None
+    score: float = 0.0                # of the top candidate, in the deciding stage
+    margin: float = 0.0               # top score minus the runner-up's
+    candidates: list[tuple[str, float]] = field(default_factory=list)
+    method: str | None = None         # exact_id | lexical | embedding (None if empty)
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+def _ranked(scores: dict[str, float]) -> list[tuple[str, float]]:
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _margin(ranked: list[tuple[str, float]]) -> float:
+    if not ranked:
+        return 0.0
+    return ranked[0][1] - (ranked[1][1] if len(ranked) > 1 else 0.0)
+
+
+class PlaceIndex:
+    """Places with precomputed lexical terms and embeddings (computed once here)."""
+
+    def __init__(self, places: Sequence[Place], embedder, config: GroundingConfig | None = None):
+        if not places:
+            raise ValueError("PlaceIndex needs at least one place")
+        self.places = list(places)
+        self.by_id = {p.id: p for p in self.places}
+        self.config = config or GroundingConfig()
+        self.embedder = embedder
+        self.lexical = LexicalMatcher(self.places, self.config.lexical)
+        self.vectors = embedder.embed_many([p.embedding_text() for p in self.places])
+        self.row = {p.id: i for i, p in enumerate(self.places)}
+
+    def ground(self, text, k: int | None = None) -> GroundingResult:
+        """Resolve one goal text to a place id (see module doc for the stages)."""
+        k = k or self.config.top_k
+        limit = self.config.max_chars
+        cleaned = clean_text(text[: 4 * limit])[:limit] if isinstance(text, str) else ""
+        goal = parse_goal(cleaned, self.config.lexical)
+        if not cleaned or goal.is_empty:
+            return GroundingResult(EMPTY, reason="no words in goal")
+        exact = self._exact_id(cleaned)
+        if exact:
+            return GroundingResult(OK, exact, 1.0, 1.0, [(exact, 1.0)], "exact_id", "id match")
+        candidates = [pid for pid in self.by_id if self.lexical.compatible(pid, goal)]
+        named = self.lexical.named(goal)
+        if named:  # the goal names a kind of place: stay within places of that name
+            candidates = [pid for pid in candidates if pid in named]
+        if not candidates:
+            return GroundingResult(UNKNOWN, method="lexical",
+                                   reason="no place matches the goal's names and numbers")
+        decided = self._lexical(goal, candidates, k)
+        return decided or self._embedding(cleaned, candidates, k)
+
+    def _exact_id(self, cleaned: str) -> str | None:
+        key = re.sub(r"[\s\-]+", "_", fold(cleaned).strip(" .!?"))
+        return key if key in self.by_id else None
+
+    def _lexical(self, goal: ParsedGoal, candidates: list[str], k: int) -> GroundingResult | None:
+        cfg = self.config.lexical
+        ranked = _ranked({pid: self.lexical.score(pid, goal) for pid in candidates})
+        top_id, top = ranked[0]
+        if top < cfg.min_score:
+            return None
+        margin = _margin(ranked)
+        shown = [(pid, round(s, 4)) for pid, s in ranked[:k] if s > 0]
+        if margin < cfg.min_margin:
+            tied = [pid for pid, s in ranked if top - s < cfg.min_margin]
+            return GroundingResult(AMBIGUOUS, None, top, margin, shown, "lexical",
+                                   f"goal fits {', '.join(tied)} equally well")
+        return GroundingResult(OK, top_id, top, margin, shown, "lexical", "word/number match")
+
+    def _embedding(self, cleaned: str, candidates: list[str], k: int) -> GroundingResult:
+        cfg = self.config.embedding
+        query = self.embedder.embed(cleaned)
+        sims = self.vectors[[self.row[pid] for pid in candidates]] @ query
+        ranked = _ranked({pid: float(s) for pid, s in zip(candidates, np.asarray(sims), strict=True)})
+        top_id, top = ranked[0]
+        margin = _margin(ranked)
+        shown = [(pid, round(s, 4)) for pid, s in ranked[:k]]
+        if top < cfg.min_score:
+            return GroundingResult(UNKNOWN, None, top, margin, shown, "embedding",
+                                   f"best similarity {top:.2f} < {cfg.min_score}")
+        if margin < cfg.min_margin:
+            return GroundingResult(AMBIGUOUS, None, top, margin, shown, "embedding",
+                                   f"margin {margin:.2f} < {cfg.min_margin}")
+        return GroundingResult(OK, top_id, top, margin, shown, "embedding", "semantic match")

@@ -1,0 +1,1 @@
+"""Model registry (models/manifest.yaml) and assembly of GGUF files from PyPI chunk packages."""

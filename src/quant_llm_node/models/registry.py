@@ -1,0 +1,63 @@
+"""The model manifest: which GGUF files the project knows and where they come from."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from quant_llm_node.paths import models_dir
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One known model file."""
+
+    name: str
+    file: str
+    packages: tuple[str, ...]
+    bytes: int
+    sha256: str
+    license: str
+    chat_template: bool
+    description: str = ""
+
+    def path(self, directory: Path | None = None) -> Path:
+        return (directory or models_dir()) / self.file
+
+
+@dataclass(frozen=True)
+class Manifest:
+    default: str
+    models: dict[str, ModelEntry]
+
+    def get(self, name: str | None = None) -> ModelEntry:
+        key = name or self.default
+        if key not in self.models:
+            known = ", ".join(sorted(self.models))
+            raise KeyError(f"unknown model '{key}' (known: {known})")
+        return self.models[key]
+
+
+def load_manifest(path: Path | None = None) -> Manifest:
+    """Read models/manifest.yaml (or ``path``)."""
+    path = path or models_dir() / "manifest.yaml"
+    doc = yaml.safe_load(Path(path).read_text())
+    models = {
+        name: ModelEntry(
+            name=name, file=m["file"], packages=tuple(m["packages"]), bytes=int(m["bytes"]),
+            sha256=m["sha256"], license=m.get("license", ""),
+            chat_template=bool(m.get("chat_template", False)),
+            description=m.get("description", ""))
+        for name, m in doc["models"].items()
+    }
+    return Manifest(default=doc["default"], models=models)
+
+
+def resolve_model_path(model: str, directory: Path | None = None) -> tuple[Path, str]:
+    """A manifest name or a file path -> (path, expected sha256 or '')."""
+    candidate = Path(model).expanduser()
+    if candidate.suffix == ".gguf" or "/" in model:
+        return candidate, ""
+    entry = load_manifest().get(model)
+    return entry.path(directory), entry.sha256

@@ -1,0 +1,29 @@
+"""Deterministic rule-based decision, used when the model's answer is missing or unusable."""
+from __future__ import annotations
+
+from quant_llm_node.reasoning.safety import SafetyLayer
+from quant_llm_node.reasoning.types import SOURCE_FALLBACK, Decision, RobotState
+
+
+def fallback_decision(state: RobotState, target_place_id: str, safety: SafetyLayer,
+                      why: str) -> Decision:
+    """Hazard close: stop; battery low: dock; clear way and a grounded goal: go_to; else wait.
+
+    The safety rules still apply on top (speed caps, dock choice).
+    """
+    c = safety.cfg
+    if state.nearest_person_m < c.person_stop_distance_m or \
+            state.obstacle_distance_m < c.obstacle_stop_distance_m:
+        action, target = "stop", ""
+    elif state.battery_pct <= c.battery_dock_pct:
+        action, target = "dock", ""
+    elif target_place_id and state.nearest_person_m >= c.person_slow_distance_m and \
+            state.obstacle_distance_m >= c.obstacle_slow_distance_m:
+        action, target = "go_to", target_place_id
+    else:
+        action, target = "wait", ""
+    decision = Decision(action=action, speed_limit_mps=0.0, target_place_id=target,
+                        reason=f"fallback: {why}"[:120], source=SOURCE_FALLBACK)
+    final = safety.apply(decision, state)
+    final.source = SOURCE_FALLBACK
+    return final

@@ -1,0 +1,68 @@
+"""Conversions between quant_llm_interfaces messages and the core's plain types."""
+from __future__ import annotations
+
+from typing import Any
+
+from quant_llm_node.reasoning.types import NavResponse
+
+
+def request_to_raw(msg: Any) -> dict[str, Any]:
+    """NavQuery.Request / QueryRequest / Reason.Goal -> the dict validate_request takes."""
+    s = msg.state
+    return {
+        "request_id": msg.request_id,
+        "query": msg.query,
+        "goal": msg.goal,
+        "context_json": msg.context_json,
+        "priority": int(msg.priority),
+        "deadline_ms": int(msg.deadline_ms),
+        "state": {
+            "x": s.pose.x, "y": s.pose.y, "theta": s.pose.theta,
+            "speed_mps": s.speed_mps, "battery_pct": s.battery_pct,
+            "obstacle_distance_m": s.obstacle_distance_m,
+            "people_distances_m": list(s.people_distances_m),
+            "zone": s.zone,
+        },
+    }
+
+
+def fill_response(out: Any, resp: NavResponse, with_request_id: bool = True) -> Any:
+    """Copy a NavResponse into NavQuery.Response / QueryResult / Reason.Result."""
+    if with_request_id:
+        out.request_id = resp.request_id
+    out.success = resp.success
+    out.error_code = resp.error_code
+    out.error_message = resp.error_message
+    d = resp.decision
+    out.decision.action = d.action
+    out.decision.speed_limit_mps = float(d.speed_limit_mps)
+    out.decision.target_place_id = d.target_place_id
+    out.decision.reason = d.reason
+    out.decision.source = d.source
+    out.decision.rules_fired = list(d.rules_fired)
+    out.raw_text = resp.raw_text
+    lat = resp.latency
+    for name in ("queue_ms", "grounding_ms", "prompt_ms", "first_token_ms", "decode_ms", "total_ms"):
+        setattr(out.latency, name, float(getattr(lat, name)))
+    out.prompt_tokens = int(resp.prompt_tokens)
+    out.completion_tokens = int(resp.completion_tokens)
+    out.model_id = resp.model_id
+    return out
+
+
+def response_to_dict(msg: Any) -> dict[str, Any]:
+    """A NavQuery.Response / QueryResult as a plain dict (for CLIs and logs)."""
+    d = msg.decision
+    lat = msg.latency
+    return {
+        "request_id": getattr(msg, "request_id", ""),
+        "success": msg.success, "error_code": msg.error_code, "error_message": msg.error_message,
+        "decision": {"action": d.action, "speed_limit_mps": round(d.speed_limit_mps, 3),
+                     "target_place_id": d.target_place_id, "reason": d.reason,
+                     "source": d.source, "rules_fired": list(d.rules_fired)},
+        "raw_text": msg.raw_text,
+        "latency_ms": {k: round(getattr(lat, k), 2) for k in (
+            "queue_ms", "grounding_ms", "prompt_ms", "first_token_ms", "decode_ms", "total_ms")},
+        "prompt_tokens": msg.prompt_tokens, "completion_tokens": msg.completion_tokens,
+        "model_id": msg.model_id,
+    }

