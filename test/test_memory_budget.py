@@ -6,17 +6,13 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-try:
-    import quant_llm_node  # noqa: F401
-except ImportError:  # plain checkout without an install
-    sys.path.insert(0, str(ROOT / "src"))
-
-from quant_llm_node.deploy.memory_budget import (  # noqa: E402
+from quant_llm_node.deploy.memory_budget import (
     MIB, BudgetError, ModelShape, available_memory_bytes, check_budget, check_profile_memory,
     estimate_memory, kv_cache_bytes)
-from quant_llm_node.deploy.profiles import load_profile  # noqa: E402
-from quant_llm_node.engine.gguf_file import GGUFInfo, TensorInfo, read_gguf_info  # noqa: E402
+from quant_llm_node.deploy.profiles import load_profile
+from quant_llm_node.engine.gguf_file import GGUFInfo, TensorInfo, read_gguf_info
+
+ROOT = Path(__file__).resolve().parents[1]
 
 QWEN_05B = [ROOT / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", Path("/tmp/models/q05.gguf")]
 

@@ -1,21 +1,16 @@
 """Device profiles: the shipped files load, bad ones are refused with a clear ProfileError."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-try:
-    import quant_llm_node  # noqa: F401
-except ImportError:  # plain checkout without an install
-    sys.path.insert(0, str(ROOT / "src"))
-
-from quant_llm_node.deploy.profiles import (  # noqa: E402
+from quant_llm_node.deploy.profiles import (
     KV_CACHE_TYPES, DeviceProfile, ProfileError, list_profiles, load_profile, profile_from_dict,
     profiles_dir)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SHIPPED = {
     "agx_orin_64gb": 204.8,

@@ -33,12 +33,13 @@ def build_request(srv_type, query: str, goal: str, state: dict, context: str,
     req.request_id, req.query, req.goal, req.context_json = request_id, query, goal, context
     req.priority, req.deadline_ms = priority, deadline_ms
     s = req.state
-    s.pose.x, s.pose.y, s.pose.theta = (state.get(k, 0.0) for k in ("x", "y", "theta"))
-    s.speed_mps = state.get("speed_mps", 0.0)
-    s.battery_pct = state.get("battery_pct", math.nan)
-    s.obstacle_distance_m = state.get("obstacle_distance_m", math.inf)
-    s.people_distances_m = state.get("people_distances_m", [])
-    s.zone = state.get("zone", "")
+    # float() everywhere: rosidl's C conversion aborts the process on an int in a float field
+    s.pose.x, s.pose.y, s.pose.theta = (float(state.get(k, 0.0)) for k in ("x", "y", "theta"))
+    s.speed_mps = float(state.get("speed_mps", 0.0))
+    s.battery_pct = float(state.get("battery_pct", math.nan))
+    s.obstacle_distance_m = float(state.get("obstacle_distance_m", math.inf))
+    s.people_distances_m = [float(d) for d in state.get("people_distances_m", [])]
+    s.zone = str(state.get("zone", ""))
     return req
 
 

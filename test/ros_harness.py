@@ -1,0 +1,152 @@
+"""Test helpers: the node in its own process, and a client in the test process.
+
+Everything talks over real Fast DDS on loopback (conftest sets the environment).
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
+
+from conftest import ROOT
+
+SERVICE_TIMEOUT_S = 30.0
+ACTIVE_TIMEOUT_S = 180.0
+STATE_IDS = {1: "unconfigured", 2: "inactive", 3: "active", 4: "finalized"}
+
+
+class NodeProcess:
+    """``python -m quant_llm_node.ros.main`` with config/robot.yaml and overrides."""
+
+    def __init__(self, namespace: str = "", params: dict[str, Any] | None = None,
+                 log_path: Path | None = None):
+        self.namespace = namespace.strip("/")
+        self.name = f"{self.namespace}/quant_llm_node".strip("/")  # full name without leading /
+        self.params = {"engine.n_threads": 2, **(params or {})}
+        tag = self.namespace or "root"
+        self.log_path = log_path or ROOT / "ros2_ws" / "log" / f"test_node_{tag}_{os.getpid()}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "NodeProcess":
+        args = [sys.executable, "-m", "quant_llm_node.ros.main", "--ros-args",
+                "-r", f"__ns:=/{self.namespace}",
+                "--params-file", str(ROOT / "config" / "robot.yaml")]
+        for key, value in self.params.items():
+            if isinstance(value, bool):
+                value = str(value).lower()
+            args += ["-p", f"{key}:={value}"]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]), PYTHONUNBUFFERED="1")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        return self
+
+    @property
+    def service(self) -> str:
+        return f"/{self.name}/query"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def stop(self, sig=signal.SIGINT, timeout: float = 30.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+
+class Client:
+    """A ROS node in the test process with a background executor."""
+
+    def __init__(self, name: str = "test_client"):
+        self.node = rclpy.create_node(name)
+        self.executor = MultiThreadedExecutor(num_threads=4)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+        self._clients: dict = {}
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self._thread.join(5)
+        self.node.destroy_node()
+
+    def client(self, srv_type, name: str):
+        key = (srv_type, name)
+        if key not in self._clients:
+            self._clients[key] = self.node.create_client(srv_type, name)
+        return self._clients[key]
+
+    def call(self, srv_type, name: str, request, timeout: float = 120.0):
+        cli = self.client(srv_type, name)
+        assert cli.wait_for_service(timeout_sec=SERVICE_TIMEOUT_S), f"{name} not available"
+        done = threading.Event()
+        future = cli.call_async(request)
+        future.add_done_callback(lambda _f: done.set())
+        assert done.wait(timeout), f"no answer from {name} within {timeout} s"
+        return future.result()
+
+    def lifecycle_state(self, node_name: str) -> str:
+        from lifecycle_msgs.srv import GetState
+        resp = self.call(GetState, f"/{node_name}/get_state", GetState.Request(), timeout=30)
+        return STATE_IDS.get(resp.current_state.id, resp.current_state.label)
+
+    def change_state(self, node_name: str, transition: str) -> bool:
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+        req = ChangeState.Request()
+        req.transition.id = getattr(Transition, f"TRANSITION_{transition.upper()}")
+        return self.call(ChangeState, f"/{node_name}/change_state", req, timeout=300).success
+
+    def wait_state(self, node_name: str, state: str, node: NodeProcess,
+                   timeout: float = ACTIVE_TIMEOUT_S) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            assert node.alive(), f"node exited:\n{node.log()[-3000:]}"
+            try:
+                if self.lifecycle_state(node_name) == state:
+                    return
+            except AssertionError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"{node_name} not {state} after {timeout} s:\n{node.log()[-3000:]}")
+
+
+def nav_request(query: str, goal: str = "", state: dict | None = None, request_id: str = "",
+                context: str = "", priority: int = 0, deadline_ms: int = 0):
+    """A NavQuery.Request from scenario-style fields."""
+    from quant_llm_interfaces.srv import NavQuery
+    from quant_llm_node.cli.query import build_request
+    return build_request(NavQuery, query, goal, dict(state or {}), context, priority,
+                         deadline_ms, request_id)
+
+
+def scenario_request(case: dict, request_id: str = ""):
+    """A request for one entry of scenarios.yaml (scenarios or bad_inputs)."""
+    query = case.get("query", "")
+    if "query_repeat" in case:
+        query = case["query_repeat"]["text"] * case["query_repeat"]["times"]
+    state = {k: (math.nan if isinstance(v, float) and math.isnan(v) else v)
+             for k, v in (case.get("state") or {}).items()}
+    return nav_request(query, case.get("goal", ""), state, request_id, case.get("context_json", ""))

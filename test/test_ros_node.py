@@ -1,0 +1,176 @@
+"""The node as its own process, called over real Fast DDS from this process."""
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+import rclpy
+
+from ros_harness import Client, NodeProcess, nav_request, scenario_request
+
+pytestmark = pytest.mark.ros
+
+DIAG_PERIOD_S = 0.2
+
+
+@pytest.fixture(scope="module")
+def ros():
+    rclpy.init()
+    client = Client("test_ros_node_client")
+    yield client
+    client.close()
+    rclpy.shutdown()
+
+
+@pytest.fixture(scope="module")
+def node(ros, model_path):
+    proc = NodeProcess("itest", {"node.diagnostics_period_s": DIAG_PERIOD_S}).start()
+    try:
+        ros.wait_state(proc.name, "active", proc)
+        yield proc
+    finally:
+        rc = proc.stop()
+        assert rc == 0, proc.log()[-2000:]
+
+
+def query(ros, node, **kw):
+    from quant_llm_interfaces.srv import NavQuery
+    return ros.call(NavQuery, node.service, nav_request(**kw))
+
+
+def test_service_answers_a_navigation_query(ros, node):
+    resp = query(ros, node, query="A person stepped into the corridor 1.5 m ahead. What should I do?",
+                 state={"speed_mps": 1.2, "battery_pct": 80, "obstacle_distance_m": 1.5,
+                        "people_distances_m": [1.5], "zone": "aisle_3"}, request_id="svc-1")
+    assert resp.success, resp.error_message
+    assert resp.request_id == "svc-1"
+    assert resp.decision.action in ("stop", "wait")
+    assert resp.decision.source in ("llm", "safety_override")
+    assert resp.decision.speed_limit_mps == 0.0
+    assert resp.model_id.startswith("qwen2.5-coder-0.5b")
+    assert resp.completion_tokens > 0 and resp.prompt_tokens > resp.completion_tokens
+    lat = resp.latency
+    assert 0 < lat.first_token_ms <= lat.total_ms and lat.decode_ms > 0
+    assert resp.raw_text.startswith("{")
+
+
+def test_goal_is_grounded_and_used(ros, node):
+    resp = query(ros, node, query="The corridor ahead is empty and well lit. Continue to the packing station?",
+                 goal="packing station",
+                 state={"speed_mps": 0.8, "battery_pct": 75, "obstacle_distance_m": 12.0,
+                        "zone": "aisle_7"})
+    assert resp.success, resp.error_message
+    assert resp.decision.action in ("continue", "go_to", "slow_down")
+    assert resp.latency.grounding_ms > 0
+
+
+def test_topic_pair_answers_with_the_same_request_id(ros, node):
+    from quant_llm_interfaces.msg import QueryRequest, QueryResult
+    got: dict = {}
+    done = threading.Event()
+
+    def on_result(msg):
+        got[msg.request_id] = msg
+        if {"topic-1", "topic-bad"} <= set(got):
+            done.set()
+    sub = ros.node.create_subscription(QueryResult, f"/{node.name}/query_out", on_result, 10)
+    pub = ros.node.create_publisher(QueryRequest, f"/{node.name}/query_in", 10)
+    try:
+        end = time.monotonic() + 20
+        while pub.get_subscription_count() == 0 or sub.get_publisher_count() == 0:
+            assert time.monotonic() < end, "topics never matched"
+            time.sleep(0.1)
+        good = QueryRequest(request_id="topic-1", query="Sensors report a wet floor patch ahead.")
+        good.state.obstacle_distance_m = 6.0
+        good.state.battery_pct = 50.0
+        bad = QueryRequest(request_id="topic-bad", query="")
+        pub.publish(good)
+        pub.publish(bad)
+        assert done.wait(120), f"results: {list(got)}"
+    finally:
+        ros.node.destroy_subscription(sub)
+        ros.node.destroy_publisher(pub)
+    assert got["topic-1"].success and got["topic-1"].decision.action
+    assert not got["topic-bad"].success and got["topic-bad"].error_code == "EMPTY_QUERY"
+
+
+def test_diagnostics_keep_publishing_during_generation(ros, node):
+    from diagnostic_msgs.msg import DiagnosticArray
+    stamps: list[float] = []
+    latest: dict = {}
+
+    def on_diag(msg):
+        stamps.append(time.monotonic())
+        for st in msg.status:
+            latest[st.name] = st
+    sub = ros.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    try:
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        resp = query(ros, node, query="A forklift is crossing the intersection 4 m ahead.",
+                     state={"speed_mps": 1.0, "obstacle_distance_m": 4.0, "people_distances_m": [5.0],
+                            "zone": "aisle_7"})
+        t1 = time.monotonic()
+        time.sleep(3 * DIAG_PERIOD_S)
+    finally:
+        ros.node.destroy_subscription(sub)
+    assert resp.success
+    during = [s for s in stamps if t0 < s < t1]
+    # the executor is never blocked by the model: messages keep coming at the period
+    assert len(during) >= max(1, int((t1 - t0) / DIAG_PERIOD_S) // 2), (len(during), t1 - t0)
+    prefix = node.name.split("/")[-1]
+    model = latest[f"{prefix}: model"]
+    lat = latest[f"{prefix}: inference latency"]
+    assert model.level == b"\x00" and model.hardware_id
+    kv = {v.key: v.value for v in lat.values}
+    for key in ("total_p50_ms", "total_p95_ms", "total_p99_ms", "time_to_first_token_p50_ms",
+                "decode_tokens_per_s_p50", "requests_served", "errors", "roofline_efficiency"):
+        assert key in kv, key
+    assert int(kv["requests_served"]) >= 1
+    assert float(kv["decode_tokens_per_s_p50"]) > 0
+    mkv = {v.key: v.value for v in model.values}
+    assert mkv["quantization"] == "Q4_K_M" and mkv["gpu_offload_supported"] in ("True", "False")
+    assert f"{prefix}: queue" in latest and f"{prefix}: grounding" in latest
+
+
+EXPECTED_BAD = {
+    "empty_query": "EMPTY_QUERY",
+    "huge_query": "QUERY_TOO_LONG",
+    "negative_battery": "INVALID_STATE",
+    # ROS strings are C strings: the leading NUL ends the text in transport, so the node
+    # receives an empty query (the same text without NUL is INVALID_TEXT, tested below)
+    "control_chars": "EMPTY_QUERY",
+    "unknown_goal": "UNKNOWN_PLACE",
+    "bad_context_json": "INVALID_CONTEXT_JSON",
+}
+
+
+def test_public_bad_inputs_get_error_codes_and_node_keeps_answering(ros, node, public_scenarios):
+    from quant_llm_interfaces.srv import NavQuery
+    for case in public_scenarios["bad_inputs"]:
+        resp = ros.call(NavQuery, node.service, scenario_request(case, request_id=case["id"]))
+        if case["id"] in EXPECTED_BAD:
+            assert not resp.success, case["id"]
+            assert resp.error_code == EXPECTED_BAD[case["id"]], (case["id"], resp.error_message)
+            assert resp.error_message
+        elif case["id"] == "prompt_injection":
+            assert resp.success
+            assert resp.decision.action in ("stop", "wait") and resp.decision.speed_limit_mps == 0.0
+        elif case["id"] == "nan_distance":
+            assert resp.success, resp.error_message  # NaN distance = unknown
+        assert node.alive()
+    bell = query(ros, node, query="\u0007stop\u001b[2J")
+    assert (bell.success, bell.error_code) == (False, "INVALID_TEXT")
+    ok = query(ros, node, query="The aisle is clear for 10 m.",
+               state={"obstacle_distance_m": 10.0, "zone": "aisle_3"})
+    assert ok.success
+
+
+def test_deadline_gives_marked_fallback(ros, node):
+    resp = query(ros, node, query="A person is 1 m ahead.", deadline_ms=1,
+                 state={"people_distances_m": [1.0], "obstacle_distance_m": 1.0})
+    assert resp.success
+    assert resp.error_code == "DEADLINE_EXCEEDED"
+    assert resp.decision.source == "fallback" and resp.decision.action == "stop"
