@@ -1,7 +1,9 @@
 """Rough wall-clock estimate of a ladder run, printed before it starts (and refined as it goes).
 
-Constants were fitted on the 2-core x86 dev box (AVX2, llama-cpp-python 0.3.36); they only
-size the run, nothing is measured with them.
+Constants come from idle-machine figures of the 2-core x86 dev box (shared/README.md: Qwen
+0.5B Q4_K_M decodes at ~0.8x its roofline; Qwen 1.5B evaluates a 475-token prompt in ~11 s);
+they only size the run, nothing is measured with them. The runner rescales its "time left"
+by the measured pace as it goes.
 """
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ QUANT_S_PER_GPARAM = {"F16": 35.0, "Q8_0": 30.0, "Q6_K": 120.0, "Q5_K_M": 160.0,
 # nominal bits per weight of each variant (to size a file before it exists)
 NOMINAL_BPW = {"F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.7, "Q4_K_M": 4.9, "Q4_0": 4.6}
 BITS_PER_BYTE = 8
-PROMPT_GFLOPS_PER_THREAD = 20.0   # effective prompt-eval throughput
-DECODE_EFFICIENCY = 0.6           # achieved / roofline decode on CPU
+PROMPT_GFLOPS_PER_THREAD = 40.0   # effective prompt-eval throughput (2 x params x tok/s)
+DECODE_EFFICIENCY = 0.7           # achieved / roofline decode on CPU
 GRAMMAR_SLOWDOWN = 1.5            # decode under the decision grammar
 CHILD_OVERHEAD_S = 4.0            # process start, imports, model load
 SCORE_S_PER_CHUNK = 1.5           # log-softmax / top-K of one quality chunk

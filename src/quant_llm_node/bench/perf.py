@@ -71,7 +71,7 @@ def scenario_runs(engine: LlamaEngine, scenarios: list[dict], places_file: str, 
     builder = PromptBuilder(places.places, schema, engine.chat_renderer() or plain_renderer)
     _cold(engine)
     prefix_ms = engine.warm(builder.static_prefix)
-    rows, latencies = [], []
+    rows, latencies, ttfts = [], [], []
     for p in range(passes):
         for sc in scenarios:
             raw = {k: sc[k] for k in ("query", "goal", "state") if k in sc}
@@ -87,6 +87,7 @@ def scenario_runs(engine: LlamaEngine, scenarios: list[dict], places_file: str, 
                 action, target, final = INVALID_ACTION, "", INVALID_ACTION
             total_ms = (time.perf_counter() - t0) * MS_PER_S
             latencies.append(total_ms)
+            ttfts.append(g.first_token_ms)
             if p == 0:
                 rows.append({"id": sc["id"], "action": action, "target": target, "final_action": final,
                              "acceptable": action in sc.get("acceptable", ()), "total_ms": total_ms,
@@ -94,6 +95,7 @@ def scenario_runs(engine: LlamaEngine, scenarios: list[dict], places_file: str, 
                              "text": g.text})
             progress(f"  scenario {sc['id']}: {action} ({total_ms:.0f} ms, {g.completion_tokens} tokens)")
     pct = {f"latency_p{q}_ms": float(np.percentile(latencies, q)) for q in LATENCY_PERCENTILES}
+    pct.update({f"ttft_p{q}_ms": float(np.percentile(ttfts, q)) for q in LATENCY_PERCENTILES})
     return {"prefix_ms": prefix_ms, "prefix_tokens": engine.count_tokens(builder.static_prefix),
             "grammar": grammar is not None, "max_tokens": limit, "scenarios": rows,
             "acceptable_rate": float(np.mean([r["acceptable"] for r in rows])) if rows else None,

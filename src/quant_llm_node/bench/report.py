@@ -18,7 +18,8 @@ PERCENT = 100.0
 MD_COLUMNS = (
     ("variant", "variant", "{}"), ("file_mib", "size MiB", "{:.0f}"), ("bits_per_weight", "BPW", "{:.2f}"),
     ("load_ms", "load ms", "{:.0f}"), ("rss_peak_mib", "peak RSS MiB", "{:.0f}"),
-    ("ttft_ms", "TTFT ms", "{:.0f}"), ("prompt_tps", "prompt tok/s", "{:.1f}"),
+    ("ttft_ms", "TTFT cold ms", "{:.0f}"), ("ttft_warm_p50_ms", "TTFT node p50 ms", "{:.0f}"),
+    ("prompt_tps", "prompt tok/s", "{:.1f}"),
     ("decode_tps", "decode tok/s", "{:.1f}"), ("roofline_host_tps", "host roofline", "{:.1f}"),
     ("efficiency_host", "eff.", "{:.2f}"), ("latency_p50_ms", "e2e p50 ms", "{:.0f}"),
     ("latency_p95_ms", "e2e p95 ms", "{:.0f}"), ("perplexity", "PPL", "{:.3f}"),

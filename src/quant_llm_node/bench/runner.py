@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from quant_llm_node.bench import estimate, ladder
 from quant_llm_node.bench.host import host_info
 from quant_llm_node.bench.quality import KL_TOP_K, QUALITY_CTX
 from quant_llm_node.bench.report import MIB, PERCENT, write_all
-from quant_llm_node.bench.targets import roofline_fields, target_bandwidths
+from quant_llm_node.bench.targets import host_bandwidth_gbps, roofline_fields, target_bandwidths
 from quant_llm_node.engine.gguf_file import read_gguf_info
 from quant_llm_node.models.registry import resolve_model_path
 from quant_llm_node.paths import cache_dir, repo_root
@@ -28,6 +29,7 @@ RESULTS_SUBDIR = "results"
 PLACES_FILE = "places.yaml"
 CONFIG_FILE = "robot.yaml"
 GROUNDING_FILE = "grounding.yaml"
+FULL_PRECISION = ("F32", "BF16", "F16")
 CHARS_PER_TOKEN = 5   # English prose, Qwen/Gemma tokenizers (estimate only)
 
 
@@ -99,9 +101,14 @@ def run_child(kind: str, spec: dict, work: Path, tag: str, log_path: Path, progr
     t0 = time.perf_counter()
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
-        for line in proc.stdout:
-            progress(line.rstrip())
-        rc = proc.wait(timeout=CHILD_TIMEOUT_S)
+        watchdog = threading.Timer(CHILD_TIMEOUT_S, proc.kill)
+        watchdog.start()
+        try:
+            for line in proc.stdout:
+                progress(line.rstrip())
+            rc = proc.wait()
+        finally:
+            watchdog.cancel()
     if rc != 0 or not out_path.is_file():
         return {"error": f"{kind} worker exited with {rc}; see {log_path}"}
     out = json.loads(out_path.read_text())
@@ -114,6 +121,10 @@ def _agreement(actions: list[str], ref_actions: list[str]) -> float | None:
     return PERCENT * sum(a == b for a, b in pairs) / len(pairs) if pairs else None
 
 
+def _mib(nbytes: int | None) -> float | None:
+    return nbytes / MIB if nbytes else None
+
+
 def build_row(name: str, info, perf: dict, qual: dict, host_gbps: float, targets: dict,
               ref_actions: list[str] | None, quantize_s: float) -> dict:
     """One flat CSV/Markdown row per variant."""
@@ -122,18 +133,19 @@ def build_row(name: str, info, perf: dict, qual: dict, host_gbps: float, targets
     acc = scen.get("acceptable_rate")
     row = {
         "variant": name, "file_type": info.file_type, "file_mib": info.file_bytes / MIB,
-        "bits_per_weight": info.bits_per_weight, "n_params": info.n_params, "tensor_bytes": info.tensor_bytes,
+        "bits_per_weight": info.bits_per_weight, "n_params": info.n_params,
+        "tensor_bytes": info.tensor_bytes,
         "quantize_s": quantize_s or None, "load_ms": perf.get("load_ms"),
-        "rss_after_load_mib": perf["rss_after_load_bytes"] / MIB if "rss_after_load_bytes" in perf else None,
-        "rss_peak_mib": perf["rss_peak_bytes"] / MIB if "rss_peak_bytes" in perf else None,
-        "ttft_ms": speed.get("ttft_ms_median"), "prompt_tps": speed.get("prompt_tps_median"),
-        "decode_tps": speed.get("decode_tps_median"),
+        "rss_after_load_mib": _mib(perf.get("rss_after_load_bytes")),
+        "rss_peak_mib": _mib(perf.get("rss_peak_bytes")),
+        "ttft_ms": speed.get("ttft_ms_median"), "ttft_warm_p50_ms": scen.get("ttft_p50_ms"),
+        "prompt_tps": speed.get("prompt_tps_median"), "decode_tps": speed.get("decode_tps_median"),
         "latency_p50_ms": scen.get("latency_p50_ms"), "latency_p95_ms": scen.get("latency_p95_ms"),
         "perplexity": qual.get("perplexity"), "kl_mean": qual.get("kl_mean"), "kl_p99": qual.get("kl_p99"),
         "top1_pct": PERCENT * qual["top1_agreement"] if qual.get("top1_agreement") is not None else None,
         "decision_agreement_pct": _agreement(actions, ref_actions) if ref_actions else None,
         "acceptable_pct": PERCENT * acc if acc is not None else None,
-        "actions": " ".join(actions) or None,
+        "actions": " ".join(actions) or None, "backend": perf.get("backend"),
     }
     row.update(roofline_fields(info.tensor_bytes, row["decode_tps"] or 0.0, host_gbps, targets))
     errors = "; ".join(e for e in (perf.get("error"), qual.get("error")) if e)
@@ -142,11 +154,11 @@ def build_row(name: str, info, perf: dict, qual: dict, host_gbps: float, targets
 
 
 def print_estimate(opts: LadderOptions, source, names: list[str], n_scen: int, n_chunks: int,
-                   host_gbps: float, threads: int, progress=print) -> float:
-    """Print and return the estimated wall time of the run."""
+                   host_gbps: float, threads: int, progress=print) -> tuple[float, dict[str, float]]:
+    """Print the plan; returns the estimated wall time and each variant's measuring time."""
     info = read_gguf_info(str(source))
     dest = ladder.ladder_dir(_model_name(opts.model, source), opts.ladder_root)
-    total = 0.0
+    total, measure = 0.0, {}
     for name in names:
         nbytes = estimate.nominal_bytes(name, info.n_params, info.tensor_bytes)
         missing = name != ladder.SOURCE and not ladder.is_valid_variant(dest / f"{name}.gguf", name)
@@ -157,11 +169,12 @@ def print_estimate(opts: LadderOptions, source, names: list[str], n_scen: int, n
                                      max_tokens=opts.max_tokens, n_scenarios=n_scen,
                                      scenario_passes=opts.scenario_passes)
         total += q + m
+        measure[name] = m
         progress(f"[plan] {name}: ~{nbytes / MIB:.0f} MiB, quantize ~{estimate.fmt_duration(q)}, "
                  f"measure ~{estimate.fmt_duration(m)}")
     progress(f"[plan] estimated wall time: ~{estimate.fmt_duration(total)} on an idle machine "
              f"({threads} threads, {host_gbps:.1f} GB/s)")
-    return total
+    return total, measure
 
 
 def _model_name(model: str, source: Path) -> str:
@@ -175,10 +188,45 @@ def _n_chunks(opts: LadderOptions) -> int:
     return min(n, opts.quality_chunks) if opts.quality_chunks else n
 
 
+def _host_bandwidth(opts: LadderOptions, threads: int) -> tuple[float, str]:
+    if opts.bandwidth_gbps:
+        return opts.bandwidth_gbps, "--bandwidth-gbps"
+    gbps, probes = host_bandwidth_gbps(threads)
+    return gbps, "measured, numpy read (a lower bound): " + ", ".join(f"{k} {v:.1f}" for k, v in probes.items())
+
+
+def measure_all(order: list[str], by_name: dict, perf_spec: dict, qual_spec: dict,
+                planned_each: dict[str, float], log_path: Path, progress=print) -> dict[str, dict]:
+    """Reference first: perf and quality children per variant, with a running time-left."""
+    results: dict[str, dict] = {}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="qln-ladder-") as tmp:
+        work = Path(tmp)
+        ref_npz = work / "reference.npz"
+        for i, vname in enumerate(order, 1):
+            tag, path = f"[{i}/{len(order)}] {vname}", str(by_name[vname].path)
+            progress(f"{tag}: perf ({by_name[vname].path.name})")
+            perf = run_child("perf", dict(perf_spec, model_path=path), work, vname, log_path, progress)
+            progress(f"{tag}: quality")
+            spec = dict(qual_spec, model_path=path)
+            if i == 1:
+                spec["save_reference_path"] = str(ref_npz)
+            elif ref_npz.is_file():
+                spec["reference_path"] = str(ref_npz)
+            qual = run_child("quality", spec, work, vname, log_path, progress)
+            results[vname] = {"perf": perf, "quality": qual}
+            done = sum(planned_each[n] for n in order[:i])
+            pace = (time.perf_counter() - t0) / done if done else 1.0
+            left = pace * sum(planned_each[n] for n in order[i:])
+            decode = perf.get("speed", {}).get("decode_tps_median", float("nan"))
+            progress(f"{tag}: done; decode {decode:.1f} tok/s, PPL {qual.get('perplexity', float('nan')):.3f}; "
+                     f"~{estimate.fmt_duration(left)} left")
+    return results
+
+
 def run_ladder(opts: LadderOptions, progress=print) -> dict:
-    """The whole benchmark; returns {'rows', 'doc', 'paths'}."""
+    """The whole benchmark; returns {'rows', 'doc', 'paths'} (or {'estimate_s'} on a dry run)."""
     from quant_llm_node.models.registry import load_manifest
-    from quant_llm_node.serving.roofline import measure_read_bandwidth_gbps
     t_start, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S")
     model = opts.model or load_manifest().default
     source, _ = resolve_model_path(model)
@@ -186,74 +234,57 @@ def run_ladder(opts: LadderOptions, progress=print) -> dict:
     threads = opts.threads or os.cpu_count() or 1
     names = list(dict.fromkeys(opts.variants))
     reference = ladder.reference_of(names)
-    if opts.bandwidth_gbps:
-        host_gbps, bw_source = opts.bandwidth_gbps, "--bandwidth-gbps"
-    else:
-        host_gbps, bw_source = measure_read_bandwidth_gbps(), "measured (1-thread numpy read, a lower bound)"
+    host_gbps, bw_source = _host_bandwidth(opts, threads)
     scenarios = load_scenarios(opts.scenarios_file, opts.max_scenarios)
-    n_chunks = _n_chunks(opts)
     src_type = read_gguf_info(str(source)).file_type
-    caveat = ladder.REQUANT_CAVEAT.format(src=src_type) if src_type not in ("F32", "BF16", "F16") else ""
+    caveat = ladder.REQUANT_CAVEAT.format(src=src_type) if src_type not in FULL_PRECISION else ""
     progress(f"[ladder] {name}: variants {' '.join(names)}; reference {reference}; "
              f"{len(scenarios)} scenarios; host bandwidth {host_gbps:.1f} GB/s ({bw_source})")
     if caveat:
         progress(f"[ladder] NOTE: {caveat}")
-    planned = print_estimate(opts, source, names, len(scenarios), n_chunks, host_gbps, threads, progress)
+    planned, planned_each = print_estimate(opts, source, names, len(scenarios), _n_chunks(opts),
+                                           host_gbps, threads, progress)
     if opts.dry_run:
         return {"estimate_s": planned}
-    out_dir = opts.out or cache_dir() / ladder.LADDER_SUBDIR / name / RESULTS_SUBDIR / time.strftime("%Y%m%d-%H%M%S")
+    out_dir = opts.out or (cache_dir() / ladder.LADDER_SUBDIR / name / RESULTS_SUBDIR
+                           / time.strftime("%Y%m%d-%H%M%S"))
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "llama.log"
     host = host_info(threads, opts.n_gpu_layers)
     variants = ladder.ensure_variants(source, name, names, threads, opts.ladder_root, log_path, progress)
+    by_name = {v.name: v for v in variants}
     ground_mode = ground_scenarios(scenarios, progress)
-    targets = target_bandwidths()
-    calib = str(opts.calibration)
-    base = {"threads": threads, "n_gpu_layers": opts.n_gpu_layers, "calibration_path": calib}
+    base = {"threads": threads, "n_gpu_layers": opts.n_gpu_layers, "calibration_path": str(opts.calibration)}
     perf_spec = dict(base, n_ctx=opts.n_ctx, n_batch=opts.n_batch, seed=DEFAULT_SEED, runs=opts.runs,
                      warmup=opts.warmup, max_tokens=opts.max_tokens, prompt_tokens=opts.prompt_tokens,
                      scenarios=scenarios, places_file=PLACES_FILE, config_file=CONFIG_FILE,
-                     scenario_max_tokens=opts.scenario_max_tokens or None, scenario_passes=opts.scenario_passes)
+                     scenario_max_tokens=opts.scenario_max_tokens or None,
+                     scenario_passes=opts.scenario_passes)
     qual_spec = dict(base, ctx=opts.quality_ctx, max_chunks=opts.quality_chunks, top_k=KL_TOP_K)
-    results: dict[str, dict] = {}
     order = [reference] + [n for n in names if n != reference]
-    by_name = {v.name: v for v in variants}
-    t_measure = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="qln-ladder-") as tmp:
-        work = Path(tmp)
-        ref_npz = work / "reference.npz"
-        for i, vname in enumerate(order, 1):
-            v = by_name[vname]
-            progress(f"[{i}/{len(order)}] {vname}: perf ({v.path.name})")
-            perf = run_child("perf", dict(perf_spec, model_path=str(v.path)), work, vname, log_path, progress)
-            progress(f"[{i}/{len(order)}] {vname}: quality")
-            spec = dict(qual_spec, model_path=str(v.path))
-            if vname == reference:
-                spec["save_reference_path"] = str(ref_npz)
-            elif ref_npz.is_file():
-                spec["reference_path"] = str(ref_npz)
-            qual = run_child("quality", spec, work, vname, log_path, progress)
-            results[vname] = {"perf": perf, "quality": qual}
-            elapsed = time.perf_counter() - t_measure
-            left = elapsed / i * (len(order) - i)
-            progress(f"[{i}/{len(order)}] {vname}: done; decode {perf.get('speed', {}).get('decode_tps_median', 0):.1f} "
-                     f"tok/s, PPL {qual.get('perplexity', float('nan')):.3f}; ~{estimate.fmt_duration(left)} left")
-    ref_perf = results[reference]["perf"].get("scenarios", {}).get("scenarios", [])
-    ref_actions = [s["action"] for s in ref_perf] or None
+    results = measure_all(order, by_name, perf_spec, qual_spec, planned_each, log_path, progress)
+
+    targets = target_bandwidths()
+    ref_scen = results[reference]["perf"].get("scenarios", {}).get("scenarios", [])
+    ref_actions = [s["action"] for s in ref_scen] or None
     rows = [build_row(n, read_gguf_info(str(by_name[n].path)), results[n]["perf"], results[n]["quality"],
                       host_gbps, targets, ref_actions, by_name[n].quantize_s) for n in names]
+    for row in rows:
+        if row["variant"] == reference and not results[reference]["quality"].get("error"):
+            row.update(kl_mean=0.0, kl_p99=0.0, top1_pct=PERCENT)  # the reference, by definition
     total_s = time.perf_counter() - t_start
     host["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    ref_q = results[reference]["quality"]
     meta = {"model": name, "source": str(source), "source_file_type": src_type, "reference": reference,
             "caveat": caveat, "host_bandwidth_gbps": host_gbps, "bandwidth_source": bw_source,
             "target_bandwidth_gbps": targets, "grounding": ground_mode, "kl_top_k": KL_TOP_K,
-            "quality_ctx": opts.quality_ctx, "quality_scored_tokens": ref_q.get("n_scored"),
-            "calibration": calib, "scenarios_file": str(opts.scenarios_file),
+            "quality_ctx": opts.quality_ctx,
+            "quality_scored_tokens": results[reference]["quality"].get("n_scored"),
+            "calibration": str(opts.calibration), "scenarios_file": str(opts.scenarios_file),
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
             "estimate_s": planned, "total_s": total_s, "started": started}
     doc = {"meta": meta, "host": host, "rows": rows,
            "variants": {n: dict(results[n], path=str(by_name[n].path)) for n in names}}
     paths = write_all(rows, doc, out_dir)
-    progress(f"[ladder] finished in {estimate.fmt_duration(total_s)} (estimated {estimate.fmt_duration(planned)})")
+    progress(f"[ladder] finished in {estimate.fmt_duration(total_s)} "
+             f"(estimated {estimate.fmt_duration(planned)})")
     return {"rows": rows, "doc": doc, "paths": paths}

@@ -2,7 +2,12 @@
 weights once, so max decode tok/s = memory bandwidth / tensor bytes."""
 from __future__ import annotations
 
-from quant_llm_node.serving.roofline import efficiency, roofline_tps
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from quant_llm_node.serving.roofline import efficiency, measure_read_bandwidth_gbps, roofline_tps
 
 # profile name -> (label, LPDDR5 peak GB/s used when the profile file cannot be read)
 JETSON_TARGETS = {
@@ -11,6 +16,30 @@ JETSON_TARGETS = {
     "orin_nano_8gb": ("Jetson Orin Nano 8GB", 68.0),
 }
 BANDWIDTH_KEY = "memory_bandwidth_gbps"
+PROBE_BYTES_PER_THREAD = 256 * 2**20
+PROBE_REPEATS = 5
+BYTES_PER_GB = 1e9
+
+
+def threaded_read_gbps(threads: int, nbytes: int = PROBE_BYTES_PER_THREAD,
+                       repeats: int = PROBE_REPEATS) -> float:
+    """Best-of-N read rate with ``threads`` numpy sums in parallel (numpy drops the GIL)."""
+    bufs = [np.ones(nbytes // 8, dtype=np.float64) for _ in range(threads)]
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            list(pool.map(np.sum, bufs))
+            best = min(best, time.perf_counter() - t0)
+    return threads * nbytes / best / BYTES_PER_GB
+
+
+def host_bandwidth_gbps(threads: int) -> tuple[float, dict]:
+    """The higher of serving.roofline's 1-thread probe and a ``threads``-thread probe
+    (both lower bounds of the true peak); returns it with both readings."""
+    single = measure_read_bandwidth_gbps()
+    multi = threaded_read_gbps(threads) if threads > 1 else single
+    return max(single, multi), {"numpy_1_thread_gbps": single, f"numpy_{threads}_threads_gbps": multi}
 
 
 def _profile_bandwidth(name: str) -> float | None:

@@ -107,10 +107,14 @@ class LlamaEngine:
         self._llm = None
 
     # ---- lifecycle -------------------------------------------------------------------------
-    def load(self, verify_checksum: bool = True) -> EngineReport:
-        """Check the file, then load it. Raises ModelFileError or EngineError."""
+    def load(self, verify_checksum: bool = True,
+             pre_load: Callable[[GGUFInfo], None] | None = None) -> EngineReport:
+        """Check the file, run ``pre_load(info)`` (e.g. a memory budget check that raises),
+        then load it. Raises ModelFileError or EngineError."""
         s = self.settings
         self.info = verify_model_file(s.model_path, s.sha256 if verify_checksum else "")
+        if pre_load is not None:
+            pre_load(self.info)
         if s.kv_cache_type not in KV_TYPES:
             raise EngineError("CONFIG_INVALID", f"unknown kv_cache_type {s.kv_cache_type}")
         try:

@@ -24,6 +24,7 @@ class TokenSampler:
 
     def __init__(self, model_ptr, ctx_ptr, n_vocab: int, grammar: str | None,
                  temperature: float = 0.0, seed: int = 0):
+        self._chain = self._grammar = None
         self._ctx = ctx_ptr
         self._n_vocab = n_vocab
         self._greedy = temperature <= 0.0
@@ -34,7 +35,7 @@ class TokenSampler:
         if grammar:
             g = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
             if not g:
-                llama_cpp.llama_sampler_free(self._chain)
+                self.close()
                 raise GrammarError("the decision grammar failed to parse")
             llama_cpp.llama_sampler_chain_add(self._chain, g)
             self._grammar = g  # owned by the chain

@@ -27,7 +27,8 @@ from quant_llm_node.reasoning import errors as E
 from quant_llm_node.reasoning.types import NavResponse
 from quant_llm_node.ros import diagnostics as diag
 from quant_llm_node.ros.conversions import fill_response, request_to_raw
-from quant_llm_node.ros.wiring import grounder_factory, prepare_config
+from quant_llm_node.deploy import ProfileError
+from quant_llm_node.ros.wiring import apply_profile, grounder_factory, memory_check
 from quant_llm_node.serving.service import ConfigureError, NavigationService
 
 _PARAM_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
@@ -100,10 +101,10 @@ class QuantLlmNode(LifecycleNode):
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         self.configure_error = ""
         try:
-            cfg = prepare_config(self.read_config(), self.get_logger())
-            service = NavigationService(cfg, grounder_factory)
+            cfg, profile = apply_profile(self.read_config())
+            service = NavigationService(cfg, grounder_factory, memory_check(cfg, profile))
             report = service.configure()
-        except (ConfigError, ConfigureError, OSError, ValueError) as exc:
+        except (ConfigError, ConfigureError, ProfileError, OSError, ValueError) as exc:
             code = getattr(exc, "code", "CONFIG_INVALID")
             self.configure_error = f"{code}: {exc}"
             self.get_logger().error(f"configure failed: {self.configure_error}")
@@ -186,7 +187,8 @@ class QuantLlmNode(LifecycleNode):
         prefix = self.get_name()
         service = self.service
         report = service.report if service else None
-        requested = int(self.get_parameter("engine.n_gpu_layers").value)
+        requested = (report.n_gpu_layers_requested if report is not None
+                     else int(self.get_parameter("engine.n_gpu_layers").value))
         specs = [diag.model_status(prefix, self.lifecycle_state, report, self.configure_error, requested)]
         if service is not None:
             snap = service.metrics.snapshot()

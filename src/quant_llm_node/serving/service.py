@@ -102,8 +102,12 @@ def json_object_complete(text: str) -> bool:
 class NavigationService:
     """Owns the engine (through the scheduler's single worker) and answers requests."""
 
-    def __init__(self, cfg: Config, grounder_factory: Optional[Callable[[Config, MapPlaces], Grounder]] = None):
+    def __init__(self, cfg: Config,
+                 grounder_factory: Optional[Callable[[Config, MapPlaces], Grounder]] = None,
+                 memory_check: Optional[Callable[[Any], Any]] = None):
         self.cfg = cfg
+        self._memory_check = memory_check
+        self.memory: dict[str, str] = {}
         self.metrics = ServingMetrics(cfg.serving.latency_window)
         self.engine: LlamaEngine | None = None
         self.report: EngineReport | None = None
@@ -134,9 +138,11 @@ class NavigationService:
             kv_cache_type=c.engine.kv_cache_type, use_mmap=c.engine.use_mmap)
         engine = LlamaEngine(settings)
         try:
-            self.report = engine.load(verify_checksum=c.model.verify_checksum)
+            self.report = engine.load(verify_checksum=c.model.verify_checksum,
+                                      pre_load=self._check_memory)
         except (ModelFileError, EngineError) as exc:
             raise ConfigureError(exc.code, str(exc)) from exc
+        self.report.extra.update(self.memory)
         self.engine = engine
         self.bandwidth_gbps = c.engine.memory_bandwidth_gbps or measure_read_bandwidth_gbps()
         self.prompts = PromptBuilder(self.places.places, self.schema,
@@ -157,6 +163,15 @@ class NavigationService:
                 self.grounding_status.update(ready=False, error=str(exc))
                 log.error("grounding unavailable: %s", exc)
         return self.report
+
+    def _check_memory(self, info) -> None:
+        """Refuse to load a model that would not fit (instead of meeting the OOM killer)."""
+        if self._memory_check is None:
+            return
+        verdict = self._memory_check(info)
+        self.memory = verdict.key_values()
+        if not verdict.ok:
+            raise ConfigureError("MEMORY_BUDGET_EXCEEDED", verdict.message)
 
     def start(self) -> None:
         self.scheduler.start()
@@ -277,6 +292,9 @@ class NavigationService:
             raise Preempted()
         lat.prompt_ms, lat.first_token_ms, lat.decode_ms = gen.prompt_ms, gen.first_token_ms, gen.decode_ms
         if job.cancel.is_set():
+            if not self.scheduler.accepting:
+                return self._finish_reject(job, E.SHUTTING_DOWN,
+                                           "the node is deactivating; generation stopped", grounding_info)
             return self._finish_reject(job, E.CANCELLED, "request cancelled", grounding_info)
         if job.remaining_s() <= 0:
             return self._fallback(job, lat, E.DEADLINE_EXCEEDED,

@@ -1,0 +1,74 @@
+"""Real llama.cpp generation on the default model (no mocks)."""
+import json
+
+import pytest
+
+from quant_llm_node.engine.llama_engine import EngineError, EngineSettings, LlamaEngine
+from quant_llm_node.reasoning.prompt import PromptBuilder
+from quant_llm_node.reasoning.schema import DecisionSchema
+from quant_llm_node.reasoning.types import ACTIONS, NavRequest, RobotState
+from quant_llm_node.serving.service import load_map
+
+
+@pytest.fixture(scope="module")
+def engine(model_path):
+    e = LlamaEngine(EngineSettings(str(model_path), n_ctx=1024, n_threads=2))
+    report = e.load(verify_checksum=False)
+    assert report.n_layers == 24 and report.backend.startswith("llama.cpp")
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
+def prompts(engine):
+    m = load_map("places.yaml")
+    schema = DecisionSchema(m.ids)
+    return PromptBuilder(m.places, schema, engine.chat_renderer()), schema
+
+
+def test_grammar_output_always_parses_and_prefix_is_reused(engine, prompts):
+    builder, schema = prompts
+    engine.warm(builder.static_prefix)
+    prefix_tokens = engine.count_tokens(builder.static_prefix)
+    for query, state in [
+        ("A person stepped into the corridor 1.5 m ahead.", RobotState(people_distances_m=[1.5])),
+        ("Battery is at 7 percent. What now?", RobotState(battery_pct=7)),
+    ]:
+        res = engine.generate(builder.build(NavRequest("r", query, state=state)), 64, schema.gbnf())
+        decision = schema.parse(res.text)
+        assert decision.action in ACTIONS
+        assert json.loads(res.text)["action"] == decision.action
+        assert res.finish_reason == "stop"
+        assert res.cached_tokens >= prefix_tokens - 1  # only the dynamic suffix was evaluated
+        assert 0 < res.first_token_ms <= res.total_ms and res.decode_tps > 0
+        assert res.prompt_tokens > res.cached_tokens
+
+
+def test_greedy_is_deterministic(engine, prompts):
+    builder, schema = prompts
+    p = builder.build(NavRequest("r", "Sensors report a wet floor patch ahead."))
+    a = engine.generate(p, 48, schema.gbnf()).text
+    engine.generate(builder.build(NavRequest("r", "Other text to move the cache.")), 8, schema.gbnf())
+    assert engine.generate(p, 48, schema.gbnf()).text == a
+
+
+def test_stop_callback_interrupts_and_engine_stays_usable(engine, prompts):
+    builder, schema = prompts
+    p = builder.build(NavRequest("r", "Describe the aisle."))
+    res = engine.generate(p, 64, None, should_stop=lambda text: len(text) >= 5)
+    assert res.finish_reason == "interrupted" and res.completion_tokens <= 5
+    streamed = []
+    full = engine.generate(p, 16, schema.gbnf(), on_text=lambda t, n: streamed.append((t, n)))
+    assert streamed and streamed[-1][0] == full.text and streamed[-1][1] == full.completion_tokens
+
+
+def test_context_overflow_is_an_engine_error(engine):
+    with pytest.raises(EngineError) as info:
+        engine.generate("obstacle ahead " * 2000, 8)
+    assert info.value.code == "CONTEXT_OVERFLOW"
+
+
+def test_bad_grammar_is_refused(engine):
+    from quant_llm_node.engine.sampling import GrammarError
+    with pytest.raises(GrammarError):
+        engine.generate("hi", 4, "root ::= (")

@@ -1,0 +1,144 @@
+"""Lifecycle transitions and configure failures of the node process, driven over ROS."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import rclpy
+import yaml
+
+from conftest import ROOT
+from ros_harness import Client, NodeProcess, nav_request
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture(scope="module")
+def ros():
+    rclpy.init()
+    client = Client("test_lifecycle_client")
+    yield client
+    client.close()
+    rclpy.shutdown()
+
+
+def diagnostics_of(ros, node_prefix: str, predicate, timeout: float = 30.0):
+    """The first ``<prefix>: model`` status that satisfies ``predicate``."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    found: list = []
+    done = threading.Event()
+
+    def on_diag(msg):
+        for st in msg.status:
+            if st.name == f"{node_prefix}: model" and predicate(st):
+                found.append(st)
+                done.set()
+    sub = ros.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    try:
+        done.wait(timeout)
+    finally:
+        ros.node.destroy_subscription(sub)
+    return found[0] if found else None
+
+
+def ask(ros, node):
+    from quant_llm_interfaces.srv import NavQuery
+    return ros.call(NavQuery, node.service, nav_request(
+        "The aisle is clear for 10 m.", state={"obstacle_distance_m": 10.0}))
+
+
+def test_transitions_and_inactive_answers(ros, model_path):
+    node = NodeProcess("lc", {"node.autostart": False, "node.diagnostics_period_s": 0.2}).start()
+    try:
+        ros.wait_state(node.name, "unconfigured", node, timeout=60)
+        resp = ask(ros, node)
+        assert (resp.success, resp.error_code) == (False, "NODE_INACTIVE")
+        assert ros.change_state(node.name, "configure")
+        assert ros.lifecycle_state(node.name) == "inactive"
+        assert ask(ros, node).error_code == "NODE_INACTIVE"
+        assert ros.change_state(node.name, "activate")
+        assert ask(ros, node).success
+        assert ros.change_state(node.name, "deactivate")
+        assert ask(ros, node).error_code == "NODE_INACTIVE"
+        assert ros.change_state(node.name, "activate")  # re-activation serves again
+        assert ask(ros, node).success
+        assert ros.change_state(node.name, "deactivate")
+        assert ros.change_state(node.name, "cleanup")
+        assert ros.lifecycle_state(node.name) == "unconfigured"
+        assert ask(ros, node).error_code == "NODE_INACTIVE"
+        assert node.alive()
+    finally:
+        assert node.stop() == 0
+
+
+def test_deactivate_with_work_queued_answers_everything(ros, model_path):
+    from quant_llm_interfaces.srv import NavQuery
+    node = NodeProcess("lcq", {"node.diagnostics_period_s": 0.5}).start()
+    try:
+        ros.wait_state(node.name, "active", node)
+        cli = ros.client(NavQuery, node.service)
+        assert cli.wait_for_service(timeout_sec=30)
+        futures = [cli.call_async(nav_request(f"Report {i}: aisle clear.", request_id=f"q{i}",
+                                              state={"obstacle_distance_m": 10.0}))
+                   for i in range(6)]
+        time.sleep(0.5)
+        assert ros.change_state(node.name, "deactivate")
+        end = time.monotonic() + 120
+        while not all(f.done() for f in futures):
+            assert time.monotonic() < end, "requests left unanswered after deactivate"
+            time.sleep(0.1)
+        codes = [f.result().error_code for f in futures]
+        # each request got an answer: served before the transition, or told why not
+        assert all(c in ("", "SHUTTING_DOWN", "NODE_INACTIVE") for c in codes), codes
+        assert "SHUTTING_DOWN" in codes or "NODE_INACTIVE" in codes
+    finally:
+        assert node.stop() == 0
+
+
+def test_missing_model_fails_configure_with_error_diagnostic(ros):
+    node = NodeProcess("lcbad", {"model.name": "/nonexistent/model.gguf",
+                                 "node.diagnostics_period_s": 0.2}).start()
+    try:
+        st = diagnostics_of(ros, "quant_llm_node", lambda s: s.level == b"\x02" and "lcbad" in "lcbad")
+        assert st is not None, node.log()[-2000:]
+        assert "MODEL_NOT_FOUND" in st.message
+        assert ros.lifecycle_state(node.name) == "unconfigured"  # alive, not configured
+        assert ask(ros, node).error_code == "NODE_INACTIVE"
+    finally:
+        assert node.stop() == 0
+
+
+def test_memory_budget_refusal(ros, model_path, tmp_path):
+    profile = yaml.safe_load((ROOT / "config" / "profiles" / "x86_cpu.yaml").read_text())
+    profile.update(name="tiny_budget", memory_budget_mb=300)
+    path = tmp_path / "tiny_budget.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    node = NodeProcess("lcmem", {"node.device_profile": str(path),
+                                 "node.diagnostics_period_s": 0.2}).start()
+    try:
+        st = diagnostics_of(ros, "quant_llm_node",
+                            lambda s: s.level == b"\x02" and "MEMORY_BUDGET" in s.message, 60)
+        assert st is not None, node.log()[-2000:]
+        assert "MiB" in st.message and "Try:" in st.message
+        assert ros.lifecycle_state(node.name) == "unconfigured"
+    finally:
+        assert node.stop() == 0
+
+
+def test_gpu_requested_on_cpu_build_warns(ros, model_path):
+    import llama_cpp
+    if llama_cpp.llama_supports_gpu_offload():
+        pytest.skip("this llama.cpp build can offload; the warning path needs a CPU-only build")
+    node = NodeProcess("lcgpu", {"engine.n_gpu_layers": -1, "node.diagnostics_period_s": 0.2}).start()
+    try:
+        ros.wait_state(node.name, "active", node)
+        st = diagnostics_of(ros, "quant_llm_node", lambda s: s.level == b"\x01", 30)
+        assert st is not None
+        assert "GPU offload requested" in st.message
+        kv = {v.key: v.value for v in st.values}
+        assert kv["gpu_offload_supported"] == "False" and kv["n_gpu_layers_requested"] == "-1"
+        assert kv["layers_offloaded"].startswith("0/")
+        assert ask(ros, node).success  # still serves on the CPU
+    finally:
+        assert node.stop() == 0
