@@ -174,3 +174,50 @@ def test_deadline_gives_marked_fallback(ros, node):
     assert resp.success
     assert resp.error_code == "DEADLINE_EXCEEDED"
     assert resp.decision.source == "fallback" and resp.decision.action == "stop"
+
+
+def _reason_goal(query, **state):
+    from quant_llm_interfaces.action import Reason
+    goal = Reason.Goal(query=query)
+    for k, v in state.items():
+        setattr(goal.state, k, v)
+    return goal
+
+
+def _wait(future, timeout=120.0):
+    done = threading.Event()
+    future.add_done_callback(lambda _f: done.set())
+    assert done.wait(timeout), "action future not done"
+    return future.result()
+
+
+def test_reason_action_streams_feedback_and_can_be_cancelled(ros, node):
+    from action_msgs.msg import GoalStatus
+    from rclpy.action import ActionClient
+    from quant_llm_interfaces.action import Reason
+    client = ActionClient(ros.node, Reason, f"/{node.name}/reason")
+    assert client.wait_for_server(timeout_sec=30)
+    feedback: list = []
+    goal = _reason_goal("Sensors report a wet floor patch in aisle 4 ahead.", obstacle_distance_m=6.0)
+    handle = _wait(client.send_goal_async(goal, feedback_callback=lambda f: feedback.append(f.feedback)))
+    assert handle.accepted
+    result = _wait(handle.get_result_async())
+    assert result.status == GoalStatus.STATUS_SUCCEEDED
+    assert result.result.success and result.result.decision.action
+    assert len(feedback) >= 2
+    assert [f.tokens_so_far for f in feedback] == sorted(f.tokens_so_far for f in feedback)
+    assert result.result.raw_text.startswith(feedback[-1].partial_text[:10])
+
+    # cancel while it generates: the answer is CANCELLED and the node keeps serving
+    first_token = threading.Event()
+    handle = _wait(client.send_goal_async(
+        _reason_goal("Describe everything you know about aisle 7 in detail."),
+        feedback_callback=lambda f: first_token.set()))
+    assert first_token.wait(60)
+    _wait(handle.cancel_goal_async())
+    result = _wait(handle.get_result_async())
+    assert result.status == GoalStatus.STATUS_CANCELED
+    assert result.result.error_code == "CANCELLED"
+    client.destroy()
+    assert query(ros, node, query="The aisle is clear for 10 m.",
+                 state={"obstacle_distance_m": 10.0}).success

@@ -32,26 +32,27 @@ states = st.builds(
 @given(decisions, states)
 def test_rules_hold_for_any_model_output(decision, state):
     final = LAYER.apply(decision, state)
-    # a person inside the stop distance never yields a moving action
-    if state.nearest_person_m < CFG.person_stop_distance_m:
+    # a person inside the stop distance (grown by speed x reaction time) never yields a moving action
+    if state.nearest_person_m <= CFG.person_stop_distance_m + state.speed_mps * CFG.person_reaction_time_s:
         assert final.action in HALTING_ACTIONS
         assert final.speed_limit_mps == 0.0
-    if state.obstacle_distance_m < CFG.obstacle_stop_distance_m:
+    if state.obstacle_distance_m <= CFG.obstacle_stop_distance_m:
         assert final.action in (*HALTING_ACTIONS, "reroute")
     # speed caps
     assert final.speed_limit_mps <= CFG.max_speed_mps
-    if state.nearest_person_m < CFG.person_slow_distance_m:
+    if state.nearest_person_m <= CFG.person_slow_distance_m:
         assert final.speed_limit_mps <= CFG.person_slow_speed_mps
-    if state.obstacle_distance_m < CFG.obstacle_slow_distance_m:
+    if state.obstacle_distance_m <= CFG.obstacle_slow_distance_m:
         assert final.speed_limit_mps <= CFG.obstacle_slow_speed_mps
     limits = dict(z.split(":") for z in CFG.zone_speed_limits)
     if state.zone in limits:
         assert final.speed_limit_mps <= float(limits[state.zone])
     if final.action in HALTING_ACTIONS:
         assert final.speed_limit_mps == 0.0
-    # low battery docks unless halting, or rerouting around an obstacle inside the stop distance
-    around = final.action == "reroute" and state.obstacle_distance_m < CFG.obstacle_stop_distance_m
-    if state.battery_pct <= CFG.battery_dock_pct and final.action not in HALTING_ACTIONS and not around:
+    # low battery docks, unless a person is near or an obstacle inside the stop distance
+    hazard = state.nearest_person_m <= CFG.person_slow_distance_m or \
+        state.obstacle_distance_m <= CFG.obstacle_stop_distance_m
+    if state.battery_pct <= CFG.battery_dock_pct and not hazard:
         assert final.action == "dock"
     if final.action == "dock":
         assert final.target_place_id in DOCKS.dock_ids
@@ -66,8 +67,8 @@ def test_rules_hold_for_any_model_output(decision, state):
 def test_fallback_is_safe_and_marked(state, target):
     d = fallback_decision(state, target, LAYER, "test")
     assert d.source == SOURCE_FALLBACK
-    if state.nearest_person_m < CFG.person_stop_distance_m or \
-            state.obstacle_distance_m < CFG.obstacle_stop_distance_m:
+    if state.nearest_person_m <= LAYER.person_stop_distance(state) or \
+            state.obstacle_distance_m <= CFG.obstacle_stop_distance_m:
         assert d.action == "stop"
     assert d.action != "continue"
 
@@ -78,6 +79,16 @@ def test_injection_scenario_is_overridden():
     final = LAYER.apply(Decision("continue", 2.0, "", "told to", SOURCE_LLM), state)
     assert (final.action, final.speed_limit_mps, final.source) == ("stop", 0.0, SOURCE_SAFETY)
     assert RULE_PERSON_STOP in final.rules_fired
+
+
+def test_stop_distance_grows_with_speed():
+    """A child 3 m away: stop at 0.9 m/s (2 m + 0.9 x 1.2 s), only slow down when standing."""
+    moving = LAYER.apply(Decision("slow_down", 0.3, "", "", SOURCE_LLM),
+                         RobotState(speed_mps=0.9, people_distances_m=[3.0]))
+    assert moving.action == "stop" and RULE_PERSON_STOP in moving.rules_fired
+    standing = LAYER.apply(Decision("slow_down", 0.3, "", "", SOURCE_LLM),
+                           RobotState(speed_mps=0.0, people_distances_m=[3.0]))
+    assert standing.action == "slow_down"
 
 
 def test_low_battery_docks_at_the_nearest_dock():

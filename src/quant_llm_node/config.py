@@ -85,6 +85,8 @@ class SafetyConfig:
     enabled: bool = setting(True, "apply the safety rules (they have the last word)")
     person_stop_distance_m: float = setting(2.0, "a person closer than this forces stop",
                                             lo=0.0, hi=50.0)
+    person_reaction_time_s: float = setting(1.2, "reaction and braking time: the person stop "
+                                                 "distance grows by speed x this", lo=0.0, hi=10.0)
     person_slow_distance_m: float = setting(5.0, "a person closer than this caps speed",
                                             lo=0.0, hi=100.0)
     person_slow_speed_mps: float = setting(0.3, "speed cap near people", lo=0.0, hi=5.0)

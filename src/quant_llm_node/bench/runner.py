@@ -63,6 +63,7 @@ class LadderOptions:
     quality_ctx: int = QUALITY_CTX
     ladder_root: Path | None = None
     dry_run: bool = False
+    quantize_only: bool = False
 
 
 def load_scenarios(path: Path | None, limit: int) -> list[dict]:
@@ -253,6 +254,8 @@ def run_ladder(opts: LadderOptions, progress=print) -> dict:
     host = host_info(threads, opts.n_gpu_layers)
     variants = ladder.ensure_variants(source, name, names, threads, opts.ladder_root, log_path, progress)
     by_name = {v.name: v for v in variants}
+    if opts.quantize_only:
+        return {"variants": {n: str(v.path) for n, v in by_name.items()}}
     ground_mode = ground_scenarios(scenarios, progress)
     base = {"threads": threads, "n_gpu_layers": opts.n_gpu_layers, "calibration_path": str(opts.calibration)}
     perf_spec = dict(base, n_ctx=opts.n_ctx, n_batch=opts.n_batch, seed=DEFAULT_SEED, runs=opts.runs,

@@ -56,6 +56,7 @@ def _ladder_parser(sub) -> None:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: Q8_0+Q4_0, 1 run, 16 tokens, 3 scenarios, 1 quality chunk")
     p.add_argument("--dry-run", action="store_true", help="print the plan and time estimate only")
+    p.add_argument("--quantize-only", action="store_true", help="produce the variant files and stop")
 
 
 def options_from_args(args: argparse.Namespace) -> LadderOptions:
@@ -65,7 +66,7 @@ def options_from_args(args: argparse.Namespace) -> LadderOptions:
         for key, value in QUICK.items():
             setattr(opts, key, value)
     for key in ("model", "threads", "n_gpu_layers", "bandwidth_gbps", "scenario_passes", "calibration",
-                "scenarios_file", "ladder_root", "out", "dry_run"):
+                "scenarios_file", "ladder_root", "out", "dry_run", "quantize_only"):
         setattr(opts, key, getattr(args, key))
     for key in ("variants", "runs", "warmup", "max_tokens", "prompt_tokens", "max_scenarios", "quality_chunks"):
         value = getattr(args, key)

@@ -12,13 +12,13 @@ def fallback_decision(state: RobotState, target_place_id: str, safety: SafetyLay
     The safety rules still apply on top (speed caps, dock choice).
     """
     c = safety.cfg
-    if state.nearest_person_m < c.person_stop_distance_m or \
-            state.obstacle_distance_m < c.obstacle_stop_distance_m:
+    if state.nearest_person_m <= safety.person_stop_distance(state) or \
+            state.obstacle_distance_m <= c.obstacle_stop_distance_m:
         action, target = "stop", ""
     elif state.battery_pct <= c.battery_dock_pct:
         action, target = "dock", ""
-    elif target_place_id and state.nearest_person_m >= c.person_slow_distance_m and \
-            state.obstacle_distance_m >= c.obstacle_slow_distance_m:
+    elif target_place_id and state.nearest_person_m > c.person_slow_distance_m and \
+            state.obstacle_distance_m > c.obstacle_slow_distance_m:
         action, target = "go_to", target_place_id
     else:
         action, target = "wait", ""

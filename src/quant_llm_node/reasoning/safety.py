@@ -44,15 +44,20 @@ class SafetyLayer:
         self.docks = docks
         self.zone_limits = parse_zone_limits(cfg.zone_speed_limits)
 
+    def person_stop_distance(self, state: RobotState) -> float:
+        """Separation at which a person forces a stop: the configured distance plus what the
+        robot covers at its current speed before it has reacted and braked."""
+        return self.cfg.person_stop_distance_m + state.speed_mps * self.cfg.person_reaction_time_s
+
     def speed_cap(self, state: RobotState) -> tuple[float, list[str]]:
         """Highest speed the rules allow in this state, and the rules that set it."""
         c = self.cfg
         caps = [(c.max_speed_mps, RULE_MAX_SPEED)]
         if state.zone in self.zone_limits:
             caps.append((self.zone_limits[state.zone], RULE_ZONE_SPEED))
-        if state.nearest_person_m < c.person_slow_distance_m:
+        if state.nearest_person_m <= c.person_slow_distance_m:
             caps.append((c.person_slow_speed_mps, RULE_PERSON_SLOW))
-        if state.obstacle_distance_m < c.obstacle_slow_distance_m:
+        if state.obstacle_distance_m <= c.obstacle_slow_distance_m:
             caps.append((c.obstacle_slow_speed_mps, RULE_OBSTACLE_SLOW))
         cap = min(v for v, _ in caps)
         return cap, [r for v, r in caps if v == cap]
@@ -71,12 +76,14 @@ class SafetyLayer:
                 d.target_place_id = ""
                 fired.append(rule)
 
-        if state.nearest_person_m < c.person_stop_distance_m:
+        if state.nearest_person_m <= self.person_stop_distance(state):
             halt(RULE_PERSON_STOP)
-        elif state.obstacle_distance_m < c.obstacle_stop_distance_m:
+        elif state.obstacle_distance_m <= c.obstacle_stop_distance_m:
             if d.action != "reroute":  # going around the obstacle is allowed
                 halt(RULE_OBSTACLE_STOP)
-        elif state.battery_pct <= c.battery_dock_pct and d.action not in (*HALTING_ACTIONS, "dock"):
+        elif state.battery_pct <= c.battery_dock_pct and d.action != "dock" and \
+                state.nearest_person_m > c.person_slow_distance_m:
+            # nothing near justifies halting: a robot left standing on a flat battery is stranded
             d.action = "dock"
             fired.append(RULE_BATTERY_DOCK)
         if d.action == "dock" and d.target_place_id not in self.docks.dock_ids:

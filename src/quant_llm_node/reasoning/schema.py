@@ -15,6 +15,7 @@ from typing import Sequence
 from quant_llm_node.reasoning.types import ACTIONS, Decision, SOURCE_LLM
 
 REASON_MAX_CHARS = 80
+TARGET_ACTIONS = ("go_to", "dock", "reroute")
 SPEED_MAX_MPS = 2.0
 
 
@@ -83,6 +84,8 @@ class DecisionSchema:
         target = obj.get("target", "") or ""
         if not isinstance(target, str) or (target and target not in self.place_ids):
             raise DecisionParseError(f"target {target!r} is not a known place id")
+        if action not in TARGET_ACTIONS:
+            target = ""  # a target only means something when the robot is sent somewhere
         reason = obj.get("reason", "")
         if not isinstance(reason, str):
             raise DecisionParseError("reason is not text")

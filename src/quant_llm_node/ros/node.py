@@ -14,11 +14,13 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.task import Future
 
+from quant_llm_interfaces.action import Reason
 from quant_llm_interfaces.msg import QueryRequest, QueryResult
 from quant_llm_interfaces.srv import NavQuery
 
@@ -28,7 +30,7 @@ from quant_llm_node.reasoning.types import NavResponse
 from quant_llm_node.ros import diagnostics as diag
 from quant_llm_node.ros.conversions import fill_response, request_to_raw
 from quant_llm_node.deploy import ProfileError
-from quant_llm_node.ros.wiring import apply_profile, grounder_factory, memory_check
+from quant_llm_node.serving.components import apply_profile, grounder_factory, memory_check
 from quant_llm_node.serving.service import ConfigureError, NavigationService
 
 _PARAM_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
@@ -58,6 +60,11 @@ class QuantLlmNode(LifecycleNode):
         self._result_pub = self.create_publisher(QueryResult, "~/query_out", 50)
         self._query_sub = self.create_subscription(QueryRequest, "~/query_in", self._on_query_in,
                                                    50, callback_group=self._serve_group)
+        self._goal_jobs: dict[bytes, Any] = {}
+        self._reason_server = ActionServer(
+            self, Reason, "~/reason", execute_callback=self._execute_reason,
+            goal_callback=lambda _goal: GoalResponse.ACCEPT,
+            cancel_callback=self._cancel_reason, callback_group=self._serve_group)
         period = float(self.get_parameter("node.diagnostics_period_s").value)
         self._diag_timer = self.create_timer(period, self.publish_diagnostics,
                                              callback_group=self._diag_group)
@@ -154,14 +161,15 @@ class QuantLlmNode(LifecycleNode):
             self.service = None
 
     # ---- serving ---------------------------------------------------------------------------
-    def _submit(self, raw: dict, on_done, on_partial=None) -> None:
+    def _submit(self, raw: dict, on_done, on_partial=None):
+        """Hand a request to the core; answers NODE_INACTIVE unless active. Returns the Job."""
         service = self.service
         if service is None or self.lifecycle_state != "active":
-            on_done(NavResponse.rejected(raw.get("request_id", "") if isinstance(
-                raw.get("request_id"), str) else "", E.NODE_INACTIVE,
-                f"the node is {self.lifecycle_state}, not active"))
-            return
-        service.submit(raw, on_done, on_partial)
+            rid = raw.get("request_id")
+            on_done(NavResponse.rejected(rid if isinstance(rid, str) else "", E.NODE_INACTIVE,
+                                         f"the node is {self.lifecycle_state}, not active"))
+            return None
+        return service.submit(raw, on_done, on_partial)
 
     async def _on_query(self, request: NavQuery.Request, response: NavQuery.Response):
         future: Future = Future(executor=self.executor)
@@ -181,6 +189,36 @@ class QuantLlmNode(LifecycleNode):
             self._submit(request_to_raw(msg), publish)
         except Exception as exc:
             publish(NavResponse.rejected("", E.INTERNAL_ERROR, repr(exc)))
+
+    async def _execute_reason(self, goal_handle) -> Reason.Result:
+        """Streaming variant: partial text as feedback, cancellable."""
+        future: Future = Future(executor=self.executor)
+        future.add_done_callback(_noop)
+        key = bytes(goal_handle.goal_id.uuid)
+
+        def on_partial(text: str, n_tokens: int) -> None:
+            goal_handle.publish_feedback(Reason.Feedback(partial_text=text, tokens_so_far=n_tokens))
+
+        try:
+            job = self._submit(request_to_raw(goal_handle.request), future.set_result, on_partial)
+            self._goal_jobs[key] = job
+            if job is not None and goal_handle.is_cancel_requested:
+                job.cancel.set()
+            resp = await future
+        finally:
+            self._goal_jobs.pop(key, None)
+        result = fill_response(Reason.Result(), resp, with_request_id=False)
+        if goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        else:
+            goal_handle.succeed()
+        return result
+
+    def _cancel_reason(self, goal_handle) -> CancelResponse:
+        job = self._goal_jobs.get(bytes(goal_handle.goal_id.uuid))
+        if job is not None:
+            job.cancel.set()
+        return CancelResponse.ACCEPT
 
     # ---- diagnostics -----------------------------------------------------------------------
     def publish_diagnostics(self) -> None:

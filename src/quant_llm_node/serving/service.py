@@ -32,6 +32,8 @@ from quant_llm_node.serving.scheduler import Job, Preempted, Scheduler
 
 log = logging.getLogger("quant_llm_node")
 
+RULE_GOAL_TARGET = "target_from_grounded_goal"
+
 
 class Grounder(Protocol):
     """Maps a free-text goal to a place id (see quant_llm_node.grounding)."""
@@ -222,6 +224,15 @@ class NavigationService:
             return None
         return job
 
+    def ask(self, raw: dict, timeout_s: float | None = None) -> NavResponse:
+        """Blocking convenience for tools and benchmarks: submit and wait for the answer."""
+        box: list[NavResponse] = []
+        done = threading.Event()
+        self.submit(raw, lambda r: (box.append(r), done.set()))
+        if not done.wait(timeout_s):
+            raise TimeoutError(f"no answer within {timeout_s} s")
+        return box[0]
+
     def _answer_now(self, on_done, response: NavResponse) -> None:
         self.metrics.record(response)
         on_done(response)
@@ -304,8 +315,12 @@ class NavigationService:
             decision = self.schema.parse(gen.text)
         except DecisionParseError as exc:
             return self._fallback(job, lat, E.MODEL_OUTPUT_INVALID, str(exc), grounded, grounding_info, gen)
-        if decision.action == "go_to" and not decision.target_place_id and grounded:
+        if grounded and decision.target_place_id != grounded and (
+                decision.action in ("go_to", "reroute") or
+                (decision.action == "dock" and grounded in self.places.docks.dock_ids)):
+            # the planner's goal, grounded deterministically, wins over the model's choice
             decision.target_place_id = grounded
+            decision.rules_fired.append(RULE_GOAL_TARGET)
         final = self.safety.apply(decision, req.state)
         lat.total_ms = (time.monotonic() - job.submitted) * 1e3
         resp = NavResponse(request_id=req.request_id, success=True, decision=final, raw_text=gen.text,

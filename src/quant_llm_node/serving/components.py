@@ -1,4 +1,4 @@
-"""Optional parts the node plugs into the core: device profile, memory budget, grounding."""
+"""Optional parts plugged into the core service: device profile, memory budget, grounding."""
 from __future__ import annotations
 
 import copy
