@@ -4,7 +4,9 @@
 # threads, then printed as one JSON object on stdout (progress goes to stderr).
 #
 # Usage: scripts/native_baseline.sh [MODEL.gguf] [-t THREADS] [-n GEN_TOKENS] [-p PROMPT_TOKENS]
-#                                   [-r REPS] [--build-only]
+#                                   [-r REPS] [-d DEPTH] [-fa on|off] [--build-only]
+# Defaults match LlamaEngine: n_batch = n_ubatch = 512, flash attention off (llama-bench's own
+# default is auto), threads = nproc. Feed the output to decode_bench --native-json.
 # Env:   QLN_CACHE (default ~/.cache/quant_llm_node): sdist + build + binary live in $QLN_CACHE/native
 #        LLAMA_CMAKE_ARGS: same default as scripts/setup.sh (must match the installed wheel)
 # A benchmark helper, not run in CI; nothing it fetches or builds goes into the repository.
@@ -14,13 +16,16 @@ VERSION="0.3.36"
 LLAMA_CMAKE_ARGS="${LLAMA_CMAKE_ARGS:--DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF}"
 CACHE="${QLN_CACHE:-$HOME/.cache/quant_llm_node}/native"
 MODEL="$ROOT/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-THREADS="$(nproc)"; GEN=64; PP=512; REPS=3; BUILD_ONLY=0
+THREADS="$(nproc)"; GEN=64; PP=512; REPS=3; DEPTH=0; FA=off; BATCH=512; BUILD_ONLY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -t|--threads) THREADS="$2"; shift 2 ;;
     -n|--tokens) GEN="$2"; shift 2 ;;
     -p|--prompt) PP="$2"; shift 2 ;;
     -r|--reps) REPS="$2"; shift 2 ;;
+    -d|--depth) DEPTH="$2"; shift 2 ;;
+    -fa|--flash-attn) FA="$2"; shift 2 ;;
+    -b|--batch) BATCH="$2"; shift 2 ;;
     --build-only) BUILD_ONLY=1; shift ;;
     -h|--help) sed -n 2,10p "$0"; exit 0 ;;
     *) MODEL="$1"; shift ;;
@@ -54,11 +59,13 @@ if [ ! -x "$BENCH" ]; then
   cmake -S "$SRC" -B "$BUILD" -G "$(command -v ninja >/dev/null && echo Ninja || echo 'Unix Makefiles')" \
     -DCMAKE_BUILD_TYPE=Release $LLAMA_CMAKE_ARGS -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
     -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF >&2
-  log "building llama-bench only (about 5-15 min on 2 cores)"
+  log "building llama-bench only (about 15 CPU-min: 15-30 min on 2 cores)"
   cmake --build "$BUILD" --target llama-bench -j "$(nproc)" >&2
-  mkdir -p "$BIN_DIR.tmp"
-  cp "$BUILD/vendor/llama.cpp/bin/llama-bench" "$BIN_DIR.tmp/"
-  find "$BUILD" -name 'lib*.so*' -exec cp -P {} "$BIN_DIR.tmp/" \;
+  BUILT="$(find "$BUILD" -type f -name llama-bench -perm -u+x | head -n1)"
+  [ -n "$BUILT" ] || { log "llama-bench not found under $BUILD"; exit 1; }
+  rm -rf "$BIN_DIR.tmp" && mkdir -p "$BIN_DIR.tmp"
+  cp "$BUILT" "$BIN_DIR.tmp/"
+  find "$(dirname "$BUILT")" -maxdepth 1 -name 'lib*.so*' -exec cp -P {} "$BIN_DIR.tmp/" \;
   rm -rf "$BIN_DIR" && mv "$BIN_DIR.tmp" "$BIN_DIR"
   log "cached $BENCH"
 fi
@@ -67,17 +74,18 @@ fi
 
 export LD_LIBRARY_PATH="$BIN_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 log "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-log "tg: -p 0 -n $GEN -t $THREADS -r $REPS"
-TG=$("$BENCH" -m "$MODEL" -p 0 -n "$GEN" -t "$THREADS" -r "$REPS" -o json 2>/dev/null)
-log "pp: -p $PP -n 0 -t $THREADS -r $REPS"
-PPJ=$("$BENCH" -m "$MODEL" -p "$PP" -n 0 -t "$THREADS" -r "$REPS" -o json 2>/dev/null)
+COMMON=(-m "$MODEL" -t "$THREADS" -r "$REPS" -b "$BATCH" -ub "$BATCH" -fa "$FA" -d "$DEPTH" -o json)
+log "tg: -p 0 -n $GEN ${COMMON[*]:2}"
+TG=$("$BENCH" -p 0 -n "$GEN" "${COMMON[@]}" 2>/dev/null)
+log "pp: -p $PP -n 0 ${COMMON[*]:2}"
+PPJ=$("$BENCH" -p "$PP" -n 0 "${COMMON[@]}" 2>/dev/null)
 LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
 TG="$TG" PPJ="$PPJ" python3 - "$MODEL" "$THREADS" "$BENCH" "$LOAD" <<'EOF'
 import json, os, sys
 model, threads, bench, load = sys.argv[1:5]
 def pick(runs):
     r = runs[0]
-    keep = ("n_prompt", "n_gen", "n_threads", "n_batch", "n_ubatch", "type_k", "avg_ts", "stddev_ts",
+    keep = ("n_prompt", "n_gen", "n_depth", "n_threads", "flash_attn", "n_batch", "n_ubatch", "type_k", "avg_ts", "stddev_ts",
             "avg_ns", "samples_ts", "build_commit", "cpu_info", "model_type", "model_size")
     return {k: r[k] for k in keep if k in r}
 tg, pp = pick(json.loads(os.environ["TG"])), pick(json.loads(os.environ["PPJ"]))

@@ -18,62 +18,21 @@ import rclpy
 from rclpy.executors import MultiThreadedExecutor
 
 from conftest import ROOT
+from quant_llm_node.bench.node_process import NodeProcess as BaseNodeProcess
 
 SERVICE_TIMEOUT_S = 30.0
 ACTIVE_TIMEOUT_S = 180.0
 STATE_IDS = {1: "unconfigured", 2: "inactive", 3: "active", 4: "finalized"}
 
 
-class NodeProcess:
-    """``python -m quant_llm_node.ros.main`` with config/robot.yaml and overrides."""
+class NodeProcess(BaseNodeProcess):
+    """The node for tests: two llama.cpp threads (the machine has two cores) and a far default
+    deadline, so that a busy test machine yields slow answers rather than fallbacks (tests of
+    deadlines set their own)."""
 
-    def __init__(self, namespace: str = "", params: dict[str, Any] | None = None,
-                 log_path: Path | None = None):
-        self.namespace = namespace.strip("/")
-        self.name = f"{self.namespace}/quant_llm_node".strip("/")  # full name without leading /
-        self.params = {"engine.n_threads": 2, **(params or {})}
-        tag = self.namespace or "root"
-        self.log_path = log_path or ROOT / "ros2_ws" / "log" / f"test_node_{tag}_{os.getpid()}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "NodeProcess":
-        args = [sys.executable, "-m", "quant_llm_node.ros.main", "--ros-args",
-                "-r", f"__ns:=/{self.namespace}",
-                "--params-file", str(ROOT / "config" / "robot.yaml")]
-        for key, value in self.params.items():
-            if isinstance(value, bool):
-                value = str(value).lower()
-            args += ["-p", f"{key}:={value}"]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]), PYTHONUNBUFFERED="1")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        return self
-
-    @property
-    def service(self) -> str:
-        return f"/{self.name}/query"
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
-
-    def stop(self, sig=signal.SIGINT, timeout: float = 30.0) -> int:
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._log.close()
-        return self.proc.returncode
+    def __init__(self, namespace: str = "", params: dict[str, Any] | None = None):
+        super().__init__(namespace, {"engine.n_threads": 2, "serving.default_deadline_ms": 300000,
+                                     **(params or {})})
 
 
 class Client:

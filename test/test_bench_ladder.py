@@ -15,7 +15,7 @@ from quant_llm_node.engine.gguf_file import read_gguf_info
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_MODEL = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
 CALIBRATION = ROOT / "bench" / "data" / "calibration.txt"
-SHORT_CTX = 64
+SHORT_CTX = 32
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 THREADS = 2
 
@@ -32,12 +32,11 @@ def variants(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_quantized_file_types(variants):
+    infos = {name: read_gguf_info(str(path)) for name, path in variants.items()}
     for name, path in variants.items():
-        info = read_gguf_info(str(path))
-        assert info.file_type == name
+        assert infos[name].file_type == name
         assert path.parent.name == "gemma" and path.name == f"{name}.gguf"
-    bpw = {name: read_gguf_info(str(path)).bits_per_weight for name, path in variants.items()}
-    assert bpw["Q8_0"] > bpw["Q4_0"]
+    assert infos["Q8_0"].bits_per_weight > infos["Q4_0"].bits_per_weight
 
 
 def test_existing_variants_are_reused(variants):
@@ -48,11 +47,16 @@ def test_existing_variants_are_reused(variants):
 
 def test_quality_self_zero_other_positive(variants):
     text = CALIBRATION.read_text()[:SHORT_CTX * 12]
-    kw = dict(ctx=SHORT_CTX, threads=THREADS, max_chunks=1)
-    _, ref = quality.evaluate_model(variants["Q8_0"], text, keep_top_k=quality.KL_TOP_K, **kw)
-    same, _ = quality.evaluate_model(variants["Q8_0"], text, reference=ref, **kw)
-    other, _ = quality.evaluate_model(variants["Q4_0"], text, reference=ref, **kw)
-    assert same.n_scored == SHORT_CTX // 2 - 1
+    llm = quality.load_for_logits(variants["Q8_0"], SHORT_CTX, THREADS)
+    try:
+        chunks = list(quality.calibration_logits(llm, text, SHORT_CTX, max_chunks=1))
+    finally:
+        llm.close()
+    _, ref = quality.score(chunks, keep_top_k=quality.KL_TOP_K)
+    same, _ = quality.score(chunks, reference=ref)
+    other, _ = quality.evaluate_model(variants["Q4_0"], text, reference=ref, ctx=SHORT_CTX,
+                                      threads=THREADS, max_chunks=1)
+    assert same.n_scored == other.n_scored == SHORT_CTX // 2 - 1
     assert same.kl_mean == 0.0 and same.kl_max == 0.0 and same.top1_agreement == 1.0
     assert other.kl_mean > 0.0 and 0.0 <= other.top1_agreement <= 1.0
     assert math.isfinite(other.perplexity) and other.perplexity > 1.0
@@ -119,7 +123,7 @@ def test_reference_is_highest_precision():
         ladder.ftype_of("Q9_9")
 
 
-def test_cli_options_and_serve_dispatch(capsys):
+def test_cli_options_and_serve_dispatch(monkeypatch):
     from quant_llm_node.cli import bench
     import argparse
     parser_args = ["ladder", "--quick", "--runs", "2", "--variants", "Q6_K", "Q4_0"]
@@ -127,14 +131,14 @@ def test_cli_options_and_serve_dispatch(capsys):
     bench._ladder_parser(parser.add_subparsers(dest="cmd"))
     opts = bench.options_from_args(parser.parse_args(parser_args))
     assert opts.variants == ["Q6_K", "Q4_0"] and opts.runs == 2 and opts.warmup == 0
-    if not bench._serve_available():
-        assert bench.main(["serve"]) == 2
+    monkeypatch.setattr(bench, "SERVE_MODULE", "quant_llm_node.bench._not_installed")
+    assert bench.main(["serve"]) == 2
 
 
 def test_perf_worker_in_child(variants, tmp_path):
     from quant_llm_node.bench.runner import run_child
-    spec = {"model_path": str(variants["Q4_0"]), "threads": THREADS, "n_gpu_layers": 0, "n_ctx": 256,
-            "n_batch": 64, "seed": 1, "runs": 1, "warmup": 0, "max_tokens": 4, "prompt_tokens": 16,
+    spec = {"model_path": str(variants["Q4_0"]), "threads": THREADS, "n_gpu_layers": 0, "n_ctx": 64,
+            "n_batch": 32, "seed": 1, "runs": 1, "warmup": 0, "max_tokens": 2, "prompt_tokens": 8,
             "calibration_path": str(CALIBRATION), "scenarios": []}
     out = run_child("perf", spec, tmp_path, "t", tmp_path / "log.txt", progress=lambda _: None)
     assert "error" not in out, out

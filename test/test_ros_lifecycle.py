@@ -100,7 +100,7 @@ def test_missing_model_fails_configure_with_error_diagnostic(ros):
     node = NodeProcess("lcbad", {"model.name": "/nonexistent/model.gguf",
                                  "node.diagnostics_period_s": 0.2}).start()
     try:
-        st = diagnostics_of(ros, "quant_llm_node", lambda s: s.level == b"\x02" and "lcbad" in "lcbad")
+        st = diagnostics_of(ros, node.name, lambda s: s.level == b"\x02")
         assert st is not None, node.log()[-2000:]
         assert "MODEL_NOT_FOUND" in st.message
         assert ros.lifecycle_state(node.name) == "unconfigured"  # alive, not configured
@@ -117,7 +117,7 @@ def test_memory_budget_refusal(ros, model_path, tmp_path):
     node = NodeProcess("lcmem", {"node.device_profile": str(path),
                                  "node.diagnostics_period_s": 0.2}).start()
     try:
-        st = diagnostics_of(ros, "quant_llm_node",
+        st = diagnostics_of(ros, node.name,
                             lambda s: s.level == b"\x02" and "MEMORY_BUDGET" in s.message, 60)
         assert st is not None, node.log()[-2000:]
         assert "MiB" in st.message and "Try:" in st.message
@@ -133,12 +133,25 @@ def test_gpu_requested_on_cpu_build_warns(ros, model_path):
     node = NodeProcess("lcgpu", {"engine.n_gpu_layers": -1, "node.diagnostics_period_s": 0.2}).start()
     try:
         ros.wait_state(node.name, "active", node)
-        st = diagnostics_of(ros, "quant_llm_node", lambda s: s.level == b"\x01", 30)
+        st = diagnostics_of(ros, node.name, lambda s: s.level == b"\x01", 30)
         assert st is not None
         assert "GPU offload requested" in st.message
         kv = {v.key: v.value for v in st.values}
         assert kv["gpu_offload_supported"] == "False" and kv["n_gpu_layers_requested"] == "-1"
         assert kv["layers_offloaded"].startswith("0/")
         assert ask(ros, node).success  # still serves on the CPU
+    finally:
+        assert node.stop() == 0
+
+
+def test_bad_parameter_values_keep_the_node_up(ros):
+    node = NodeProcess("lcparam", {"engine.n_ctx": 10, "model.sha256": 0,
+                                   "node.diagnostics_period_s": 0.2}).start()
+    try:
+        st = diagnostics_of(ros, node.name,
+                            lambda s: s.level == b"\x02" and "invalid parameters" in s.message, 60)
+        assert st is not None, node.log()[-2000:]
+        assert "engine.n_ctx" in st.message and "model.sha256" in st.message
+        assert ros.lifecycle_state(node.name) == "unconfigured" and node.alive()
     finally:
         assert node.stop() == 0

@@ -120,7 +120,7 @@ def test_diagnostics_keep_publishing_during_generation(ros, node):
     during = [s for s in stamps if t0 < s < t1]
     # the executor is never blocked by the model: messages keep coming at the period
     assert len(during) >= max(1, int((t1 - t0) / DIAG_PERIOD_S) // 2), (len(during), t1 - t0)
-    prefix = node.name.split("/")[-1]
+    prefix = node.name
     model = latest[f"{prefix}: model"]
     lat = latest[f"{prefix}: inference latency"]
     assert model.level == b"\x00" and model.hardware_id

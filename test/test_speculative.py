@@ -110,7 +110,7 @@ def test_lookup_on_repetitive_text_accepts_most_and_next_generate_is_unchanged(e
 def test_stop_and_length_limits_inside_an_accepted_run(engine):
     p = _chat(engine, "Repeat this line twice: alpha beta gamma delta epsilon zeta eta theta.")
     spec = SpeculativeDecoder(engine, mode="lookup", k=6, ngram=2)
-    stop = lambda text: text.count(" ") >= 10  # noqa: E731
+    stop = lambda text: text.count(" ") >= 4  # noqa: E731
     a = engine.generate(p, 64, None, should_stop=stop)
     streamed = []
     b = spec.generate(p, 64, None, should_stop=stop, on_text=lambda t, n: streamed.append((t, n)))

@@ -8,8 +8,8 @@ by the measured pace as it goes.
 from __future__ import annotations
 
 # seconds per billion parameters to write each variant from a Q4_K_M source
-QUANT_S_PER_GPARAM = {"F16": 35.0, "Q8_0": 30.0, "Q6_K": 120.0, "Q5_K_M": 160.0,
-                      "Q4_K_M": 160.0, "Q4_0": 15.0}
+QUANT_S_PER_GPARAM = {"F16": 35.0, "Q8_0": 20.0, "Q6_K": 25.0, "Q5_K_M": 35.0,
+                      "Q4_K_M": 25.0, "Q4_0": 15.0}
 # nominal bits per weight of each variant (to size a file before it exists)
 NOMINAL_BPW = {"F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.7, "Q4_K_M": 4.9, "Q4_0": 4.6}
 BITS_PER_BYTE = 8

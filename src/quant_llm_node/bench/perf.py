@@ -18,16 +18,13 @@ MS_PER_S = 1e3
 
 
 def _cold(engine: LlamaEngine) -> None:
-    """Forget the KV cache so the next prompt is evaluated in full.
-    (LlamaEngine has no public reset; Llama.reset() makes its prefix match empty.)"""
-    engine._llm.reset()
+    """Forget the KV cache so the next prompt is evaluated in full."""
+    engine.reset_cache()
 
 
 def speed_prompt(engine: LlamaEngine, text: str, n_tokens: int) -> str:
     """The first ``n_tokens`` tokens of ``text`` as a plain-text prompt."""
-    llm = engine._llm
-    toks = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)[:n_tokens]
-    return llm.detokenize(toks).decode("utf-8", "ignore")
+    return engine.detokenize(engine.tokenize(text)[:n_tokens])
 
 
 def speed_runs(engine: LlamaEngine, prompt: str, max_tokens: int, runs: int, warmup: int,

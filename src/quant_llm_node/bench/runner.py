@@ -30,6 +30,7 @@ PLACES_FILE = "places.yaml"
 CONFIG_FILE = "robot.yaml"
 GROUNDING_FILE = "grounding.yaml"
 FULL_PRECISION = ("F32", "BF16", "F16")
+BUSY_LOAD_PER_CORE = 0.5  # 1-minute load average per core above which timings are flagged
 CHARS_PER_TOKEN = 5   # English prose, Qwen/Gemma tokenizers (estimate only)
 
 
@@ -243,6 +244,10 @@ def run_ladder(opts: LadderOptions, progress=print) -> dict:
              f"{len(scenarios)} scenarios; host bandwidth {host_gbps:.1f} GB/s ({bw_source})")
     if caveat:
         progress(f"[ladder] NOTE: {caveat}")
+    load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load1 > BUSY_LOAD_PER_CORE * (os.cpu_count() or 1):
+        progress(f"[ladder] WARNING: load average {load1:.1f} on {os.cpu_count()} cores: other work is "
+                 "running, timings will be slow and noisy (quality numbers are unaffected)")
     planned, planned_each = print_estimate(opts, source, names, len(scenarios), _n_chunks(opts),
                                            host_gbps, threads, progress)
     if opts.dry_run:

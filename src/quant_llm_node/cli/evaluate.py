@@ -51,12 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grammar", choices=CHOICES, default="on")
     p.add_argument("--safety", choices=CHOICES, default="on")
     p.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = config)")
+    p.add_argument("--deadline-ms", type=int, default=300000,
+                   help="per-query deadline: far by default, so decisions are the model's own")
     p.add_argument("--out", default="results/eval", help="folder for eval.json and eval.md")
     args = p.parse_args(argv)
 
     base = load_config(args.config)
     if args.threads:
         base.engine.n_threads = args.threads
+    base.serving.default_deadline_ms = args.deadline_ms
     scenarios = load_scenarios(args.scenarios)["scenarios"]
     models = args.models or [base.model.name]
     rows = []

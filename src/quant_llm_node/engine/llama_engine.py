@@ -189,6 +189,14 @@ class LlamaEngine:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
 
+    def detokenize(self, tokens: list[int]) -> str:
+        return self._llm.detokenize(tokens, special=False).decode("utf-8", errors="replace")
+
+    def reset_cache(self) -> None:
+        """Forget the KV cache (the next prompt is evaluated cold)."""
+        self._llm.reset()
+        self._llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+
     # ---- generation ------------------------------------------------------------------------
     def _prepare(self, tokens: list[int]) -> tuple[int, list[int]]:
         """Keep the KV of the longest common prefix; returns (cached, tokens to evaluate)."""

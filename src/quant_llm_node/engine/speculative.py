@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
@@ -49,6 +50,8 @@ class SpeculativeResult(GenerationResult):
 
     drafted: int = 0
     accepted: int = 0
+    grammar_topk_hits: int = 0
+    batch_sizes: dict = field(default_factory=dict)  # target batch size -> count
     target_batches: int = 0
     draft_ms: float = 0.0
 
@@ -57,8 +60,38 @@ class SpeculativeResult(GenerationResult):
         return self.accepted / self.drafted if self.drafted else 0.0
 
 
+TOPK_FALLBACK = 64  # candidates tried one by one before a full grammar pass
+
+
+def constrained_argmax_topk(logits: np.ndarray, allows: Callable[[int], bool], rejected: int,
+                            k: int = TOPK_FALLBACK) -> Optional[int]:
+    """The grammar-constrained greedy token, found among the k highest logits, or None.
+
+    Equal to what a full pass (grammar over the whole vocabulary, then greedy: highest logit,
+    lowest id on ties) returns, because every token outside the top k has a logit <= the
+    k-th; when the winner ties the k-th logit, a lower id outside the set could tie it, so
+    that case returns None too (caller does the full pass).
+    """
+    k = min(k, logits.shape[0])
+    idx = np.argpartition(logits, -k)[-k:]
+    vals = logits[idx]
+    order = np.lexsort((idx, -vals))
+    floor = vals.min()
+    for j in order:
+        t = int(idx[j])
+        if t == rejected:
+            continue
+        if allows(t):
+            return t if vals[j] > floor else None
+    return None
+
+
 class _RowSampler(TokenSampler):
-    """TokenSampler that samples from any output row of the last batch (not only the last)."""
+    """TokenSampler that samples from any output row of the last batch (not only the last),
+    trying the top-k candidates one by one before a full grammar pass."""
+
+    topk = TOPK_FALLBACK
+    topk_hits = 0
 
     def sample_at(self, i: int, logits: np.ndarray) -> int:
         self.steps += 1
@@ -66,8 +99,22 @@ class _RowSampler(TokenSampler):
         if self._grammar is None or self._grammar_allows(token):
             llama_cpp.llama_sampler_accept(self._chain, token)
             return token
+        if self.topk > 0:
+            t = constrained_argmax_topk(logits, self._grammar_allows, token, self.topk)
+            if t is not None:
+                self.topk_hits += 1
+                llama_cpp.llama_sampler_accept(self._chain, t)
+                return t
         self.full_grammar_passes += 1
         return int(llama_cpp.llama_sampler_sample(self._chain, self._ctx, i))
+
+
+def _allows(grammar, token: int, one, one_arr) -> bool:
+    """Single-candidate grammar check (as TokenSampler._grammar_allows)."""
+    one.id, one.logit, one.p = token, 0.0, 0.0
+    one_arr.size, one_arr.selected = 1, -1
+    llama_cpp.llama_sampler_apply(grammar, ctypes.byref(one_arr))
+    return not math.isinf(one.logit)
 
 
 class _Batch:
@@ -161,7 +208,7 @@ class SpeculativeDecoder:
 
     def __init__(self, target_engine: LlamaEngine, mode: str = "lookup",
                  draft_engine: Optional[LlamaEngine] = None, k: int = 4, ngram: int = 3,
-                 ngram_min: int = 1):
+                 ngram_min: int = 1, grammar_topk: int = TOPK_FALLBACK):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         if mode == "draft":
@@ -176,6 +223,7 @@ class SpeculativeDecoder:
         self.target, self.draft = target_engine, draft_engine
         self.mode, self.k = mode, max(0, int(k))
         self.ngram, self.ngram_min = ngram, ngram_min
+        self.grammar_topk = grammar_topk
         self._tb = _Batch(self.k + 1)
         self._tl = _Logits(target_engine._llm.ctx, target_engine._llm.n_vocab())
         self._db = self._dl = None
@@ -183,6 +231,10 @@ class SpeculativeDecoder:
             # Catch-up feed: up to k+1 tokens (accepted drafts the draft never saw + pending).
             self._db = _Batch(self.k + 2)
             self._dl = _Logits(draft_engine._llm.ctx, draft_engine._llm.n_vocab())
+            self._dvocab = llama_cpp.llama_model_get_vocab(draft_engine._llm.model)
+            self._one = llama_cpp.llama_token_data()
+            self._one_arr = llama_cpp.llama_token_data_array(
+                data=ctypes.pointer(self._one), size=1, selected=-1, sorted=False)
 
     def close(self) -> None:
         for b in (self._tb, self._db):
@@ -197,13 +249,17 @@ class SpeculativeDecoder:
             raise EngineError("KV_ROLLBACK_FAILED", f"could not remove KV positions >= {n}")
         llm.n_tokens = n
 
-    def _draft_tokens(self, hist: list[int], j: int) -> list[int]:
-        """j greedy tokens from the draft model after hist; its KV ends up holding hist + drafts[:-1]."""
+    def _draft_tokens(self, hist: list[int], j: int, grammar_state=None) -> list[int]:
+        """j greedy tokens from the draft model after hist; its KV ends up holding hist + drafts[:-1].
+
+        With ``grammar_state`` (the target's grammar sampler, already past ``hist``), the draft
+        samples under a clone of it (lazy single-token check, full pass when the argmax is
+        rejected), so it proposes what the constrained target can accept.
+        """
         dllm = self.draft._llm
         n = dllm.n_tokens
         # The draft's KV must be a prefix of hist (trimmed after every step).
         feed = hist[n:]
-        out: list[int] = []
         while feed:
             chunk = feed[: self._db.capacity]
             self._db.decode(dllm.ctx, chunk, n, False)
@@ -211,15 +267,38 @@ class SpeculativeDecoder:
             n += len(chunk)
             feed = feed[len(chunk):]
         dllm.n_tokens = n
-        while True:
-            t = int(self._dl.row(-1).argmax())
-            out.append(t)
-            if len(out) >= j:
-                return out
-            self._db.decode(dllm.ctx, [t], n, False)
-            dllm.input_ids[n] = t
-            n += 1
-            dllm.n_tokens = n
+        chain = g = None
+        if grammar_state is not None:
+            chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+            g = llama_cpp.llama_sampler_clone(grammar_state)
+            llama_cpp.llama_sampler_chain_add(chain, g)
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        out: list[int] = []
+        try:
+            while True:
+                logits = self._dl.row(-1)
+                t = int(logits.argmax())
+                if g is not None:
+                    ok = lambda x: _allows(g, x, self._one, self._one_arr)  # noqa: E731
+                    if ok(t):
+                        llama_cpp.llama_sampler_accept(g, t)
+                    else:
+                        t2 = constrained_argmax_topk(logits, ok, t, self.grammar_topk)
+                        if t2 is not None:
+                            t = t2
+                            llama_cpp.llama_sampler_accept(g, t)
+                        else:
+                            t = int(llama_cpp.llama_sampler_sample(chain, dllm.ctx, -1))
+                out.append(t)
+                if len(out) >= j or llama_cpp.llama_vocab_is_eog(self._dvocab, t):
+                    return out
+                self._db.decode(dllm.ctx, [t], n, False)
+                dllm.input_ids[n] = t
+                n += 1
+                dllm.n_tokens = n
+        finally:
+            if chain is not None:
+                llama_cpp.llama_sampler_free(chain)  # frees the clone too
 
     # ---- generation ------------------------------------------------------------------------
     def generate(self, prompt: str, max_tokens: int, grammar: str | None = None,
@@ -243,12 +322,14 @@ class SpeculativeDecoder:
                               f"prompt has {len(tokens)} tokens, the context window {n_ctx}")
         max_tokens = min(max_tokens, budget)
         sampler = _RowSampler(llm.model, ctx, llm.n_vocab(), grammar, 0.0, eng.settings.seed)
+        sampler.topk = self.grammar_topk
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
         is_eog = llama_cpp.llama_vocab_is_eog
         detok = llm.detokenize
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         text, n_out, finish = "", 0, FINISH_LENGTH
         drafted = accepted = batches = 0
+        sizes: dict[int, int] = {}
         draft_ms = 0.0
         t_first = t0
         lookup = self.mode == "lookup" and self.k > 0
@@ -285,19 +366,22 @@ class SpeculativeDecoder:
                 if index is not None:
                     index.append(pending)
                 j = min(self.k, max_tokens - n_out, n_ctx - n_past - 1)
+                if use_draft:
+                    j = min(j, self.draft._llm.n_ctx() - len(hist))
                 drafts: list[int] = []
                 if j > 0:
                     if index is not None:
                         drafts = index.propose(j)
                     elif use_draft:
                         td = time.perf_counter()
-                        drafts = self._draft_tokens(hist, j)
+                        drafts = self._draft_tokens(hist, j, sampler._grammar)
                         draft_ms += (time.perf_counter() - td) * 1e3
                         d_valid = len(hist)  # draft KV: hist + drafts[:-1]
                 batch = [pending] + drafts
                 end = n_past + len(batch)  # KV positions written by this step
                 self._tb.decode(ctx, batch, n_past, True)
                 batches += 1
+                sizes[len(batch)] = sizes.get(len(batch), 0) + 1
                 llm.input_ids[n_past:n_past + len(batch)] = batch
                 n_past += 1
                 drafted += len(drafts)
@@ -339,6 +423,13 @@ class SpeculativeDecoder:
                 if stop:
                     break
             text += decoder.decode(b"", final=True)
+        except BaseException:
+            # KV and n_tokens may disagree after a failed decode: start the next call clean.
+            for e in (eng, self.draft if use_draft else None):
+                if e is not None and e._llm is not None:
+                    e._llm.reset()
+                    e._llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+            raise
         finally:
             sampler.close()
         t_end = time.perf_counter()
@@ -349,5 +440,6 @@ class SpeculativeDecoder:
             prompt_ms=(t_prompt - t0) * 1e3, first_token_ms=(t_first - t0) * 1e3,
             decode_ms=(t_end - t_first) * 1e3, total_ms=(t_end - t0) * 1e3,
             finish_reason=finish, decode_steps=llm.n_tokens - len(tokens),
-            grammar_full_passes=sampler.full_grammar_passes,
-            drafted=drafted, accepted=accepted, target_batches=batches, draft_ms=draft_ms)
+            grammar_full_passes=sampler.full_grammar_passes, grammar_topk_hits=sampler.topk_hits,
+            drafted=drafted, accepted=accepted, target_batches=batches, draft_ms=draft_ms,
+            batch_sizes=sizes)

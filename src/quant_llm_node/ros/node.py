@@ -15,6 +15,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
@@ -76,6 +77,7 @@ class QuantLlmNode(LifecycleNode):
 
     # ---- parameters ------------------------------------------------------------------------
     def _declare_settings(self) -> None:
+        self.param_errors: list[str] = []
         defaults = Config().flat()
         for name, _, f in iter_settings():
             meta = f.metadata
@@ -91,7 +93,13 @@ class QuantLlmNode(LifecycleNode):
                 elif isinstance(default, float):
                     desc.floating_point_range = [FloatingPointRange(
                         from_value=float(meta["lo"]), to_value=float(meta["hi"]), step=0.0)]
-            self.declare_parameter(name, default, desc)
+            try:
+                self.declare_parameter(name, default, desc)
+            except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+                # a bad value in the params file must not take the node down: keep the
+                # default and refuse to configure, saying why
+                self.declare_parameter(name, default, desc, ignore_override=True)
+                self.param_errors.append(f"{name}: {exc}")
 
     def read_config(self) -> Config:
         """Current parameter values as a validated Config (raises ConfigError)."""
@@ -108,6 +116,8 @@ class QuantLlmNode(LifecycleNode):
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         self.configure_error = ""
         try:
+            if self.param_errors:
+                raise ConfigError("invalid parameters: " + "; ".join(self.param_errors))
             cfg, profile = apply_profile(self.read_config())
             service = NavigationService(cfg, grounder_factory, memory_check(cfg, profile))
             report = service.configure()
@@ -222,7 +232,7 @@ class QuantLlmNode(LifecycleNode):
 
     # ---- diagnostics -----------------------------------------------------------------------
     def publish_diagnostics(self) -> None:
-        prefix = self.get_name()
+        prefix = self.get_fully_qualified_name().lstrip("/")
         service = self.service
         report = service.report if service else None
         requested = (report.n_gpu_layers_requested if report is not None
