@@ -75,7 +75,8 @@ def _planner(client_id: int, service: str, cases: list[dict], n: int, deadline_m
     node = rclpy.create_node(f"planner_{client_id}")
     results = []
     try:
-        cli = node.create_client(NavQuery, service)
+        from quant_llm_node.ros.node import SERVICE_QOS
+        cli = node.create_client(NavQuery, service, qos_profile=SERVICE_QOS)
         if not cli.wait_for_service(timeout_sec=DISCOVERY_TIMEOUT_S):
             raise RuntimeError(f"{service} not available")
         while time.time() < start_at:

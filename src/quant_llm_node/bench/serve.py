@@ -95,7 +95,7 @@ def _default_out() -> Path:
     return (repo_root() or Path.cwd()) / "results" / "serve"
 
 
-def run_node_phases(a, cfg, model: str, threads: int, cases: list[dict], res: dict) -> list[dict]:
+def run_node_phases(a, model: str, threads: int, cases: list[dict], res: dict) -> list[dict]:
     """Overhead and load against the node process; returns the sequential model records."""
     import rclpy
     from quant_llm_node.bench.load import run_load
@@ -114,8 +114,8 @@ def run_node_phases(a, cfg, model: str, threads: int, cases: list[dict], res: di
         res["node"].update(serve_ros.node_prefix_warm(proc.log()))
         serve_ros.sequential(client, proc.service, serve_ros.empty_requests(WARMUP_EMPTY, "warm"))
         if "overhead" not in a.skip:
-            serve_ros.sequential(client, proc.service,
-                                 serve_ros.model_requests(cases, WARMUP_MODEL, SEQ_DEADLINE_MS, "warm"))
+            serve_ros.sequential(client, proc.service,  # last cases: the timed run starts elsewhere
+                                 serve_ros.model_requests(cases[::-1], WARMUP_MODEL, SEQ_DEADLINE_MS, "warm"))
             meter = Meter(proc.pid)
             model_recs = serve_ros.sequential(client, proc.service, serve_ros.model_requests(
                 cases, a.overhead_requests, SEQ_DEADLINE_MS, "ovh"))
@@ -128,7 +128,7 @@ def run_node_phases(a, cfg, model: str, threads: int, cases: list[dict], res: di
             for n in a.clients:
                 meter = Meter(proc.pid)
                 rep = run_load(proc.service, cases, n, a.per_client, a.deadline_ms, SEED)
-                res["load"].append(serve_report.load_entry(rep, meter.done()))
+                res["load"].append(serve_report.load_entry(rep, meter.done(), res["load"][:1]))
         res["node"]["rss_bytes"] = proc.rss_bytes()
     finally:
         if client is not None:
@@ -163,7 +163,7 @@ def run_engine_phases(a, cfg, model_path: str, threads: int, cases: list[dict],
                 lambda: serve_engine.speculative(eng, prompts, cfg, a.decode_requests, draft))
             native = json.loads(a.native_json.read_text()) if a.native_json else None
             res["decode"] = serve_report.decode_entry(serve_report.node_decode(model_recs),
-                                                      engine_dec, native, spec)
+                                                      engine_dec, native, spec, threads)
             res["decode"]["node_cpu"] = res.get("overhead", {}).get("node_cpu")
     finally:
         if draft is not None:
@@ -194,7 +194,7 @@ def run(a: argparse.Namespace) -> dict:
     model_recs: list[dict] = []
     if "overhead" not in a.skip or "load" not in a.skip:
         t = time.monotonic()
-        model_recs = run_node_phases(a, cfg, model, threads, cases, res)
+        model_recs = run_node_phases(a, model, threads, cases, res)
         phases["node"] = time.monotonic() - t
     if "ttft" not in a.skip or "decode" not in a.skip:
         t = time.monotonic()

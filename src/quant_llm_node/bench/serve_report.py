@@ -53,9 +53,11 @@ def overhead(model_recs: list[dict], empty_recs: list[dict]) -> dict[str, Any]:
     return out
 
 
-def load_entry(report, node_cpu: dict) -> dict[str, Any]:
-    """LoadReport.summary() plus node-side latency, overhead under load and the reconciliation."""
+def load_entry(report, node_cpu: dict, first: list[dict]) -> dict[str, Any]:
+    """LoadReport.summary() plus node-side latency, overhead under load, the reconciliation and
+    throughput relative to the first (baseline) client count."""
     s = report.summary()
+    s["throughput_vs_first"] = _ratio(s["throughput_rps"], first[0]["throughput_rps"]) if first else 1.0
     answered = [o for o in report.outcomes if o.status == "answered"]
     s["node_total_ms"] = percentiles(o.total_ms for o in answered)
     s["overhead_ms"] = percentiles(o.round_trip_ms - o.total_ms for o in answered)
@@ -72,14 +74,16 @@ def ttft_entry(engine_ttft: dict, node_first_token: dict) -> dict[str, Any]:
     return out
 
 
-def decode_entry(node: dict, engine: dict | None, native: dict | None, spec: dict | None) -> dict:
-    out: dict[str, Any] = {"node": node}
+def decode_entry(node: dict, engine: dict | None, native: dict | None, spec: dict | None,
+                 threads: int) -> dict:
+    out: dict[str, Any] = {"node": node, "threads": threads}
     if engine:
         out["engine"] = engine
         out["node_over_engine"] = _ratio(node["tokens_per_s"], engine["tokens_per_s"])
     if native:
         tg = float(native["tg_tps"])
-        out["native"] = {"tg_tps": tg, "loadavg": native.get("loadavg"), "threads": native.get("threads")}
+        out["native"] = {"tg_tps": tg, "loadavg": native.get("loadavg"), "threads": native.get("threads"),
+                         "threads_match": native.get("threads") == threads}
         out["node_over_native"] = _ratio(node["tokens_per_s"], tg)
         if engine:
             out["engine_over_native"] = _ratio(engine["tokens_per_s"], tg)
@@ -137,12 +141,13 @@ def markdown(res: dict) -> str:
                   f"**{'met' if o['meets_target'] else 'missed'}** (node {_cpu(o.get('node_cpu'))}).", ""]
     if res.get("load"):
         lines += ["## Concurrent planners", "",
-                  "| clients | sent | answered | rejected | lost | reconciled | req/s | round trip p50 / p95 / p99 ms "
+                  "| clients | sent | answered | rejected | lost | reconciled | req/s (vs first) | round trip p50 / p95 / p99 ms "
                   "| node total p50 ms | deadline misses | OVERLOADED | fallbacks | node cores used · load avg |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in res["load"]:
             lines.append(f"| {s['clients']} | {s['sent']} | {s['answered']} | {s['rejected']} | {s['lost']} "
                          f"| {'yes' if s['reconciliation_ok'] else 'NO'} | {_f(s['throughput_rps'], 2)} "
+                         f"({_f(s['throughput_vs_first'], 2)}×) "
                          f"| {_pct(s['round_trip_ms'], 0)} | {_f(s['node_total_ms']['p50'], 0)} "
                          f"| {s['deadline_misses']} | {s['overloaded']} | {s['fallbacks']} | {_cpu(s['node_cpu'])} |")
         lines.append("")
@@ -167,9 +172,11 @@ def markdown(res: dict) -> str:
         if "engine" in d:
             lines.append(f"| LlamaEngine in-process | {_f(d['engine']['tokens_per_s'])} | 1.000 "
                          f"| {_f(d.get('engine_over_native'), 3)} |")
-        lines += ["", f"Node {_cpu(d.get('node_cpu'))}; in-process {_cpu(d.get('engine', {}).get('cpu'))}."]
         if "native" in d:
-            lines.append(f"| native llama-bench tg (load {d['native']['loadavg']}) | {_f(d['native']['tg_tps'])} | | 1.000 |")
+            nat = d["native"]
+            warn = "" if nat["threads_match"] else f", {nat['threads']} threads: NOT comparable"
+            lines.append(f"| native llama-bench tg (load {nat['loadavg']}{warn}) | {_f(nat['tg_tps'])} | | 1.000 |")
+        lines += ["", f"Node {_cpu(d.get('node_cpu'))}; in-process {_cpu(d.get('engine', {}).get('cpu'))}."]
         sp = d.get("speculative")
         if sp and "skipped" not in sp:
             lines += ["", f"Speculative ({sp['mode']}, k={sp['k']}): generation-time speedup "

@@ -2,18 +2,26 @@
 
 Each step feeds the target ``[pending, d1..dj]`` in ONE batched ``llama_decode`` with logits
 for every position, then walks the drafts in order: the target's own greedy choice at row i
-(checked against the grammar lazily, full grammar pass only when the argmax is rejected, as
-in ``sampling.TokenSampler``) must equal ``d(i+1)`` for the draft to be accepted. The first
-disagreement becomes the next pending token, so the output is the target's greedy output
-(token for token, up to floating-point differences between batch sizes; see the report).
-Rejected positions are removed from the KV cache (``llama_memory_seq_rm``) of the target and,
-in draft-model mode, of the draft; ``n_tokens``/``input_ids`` of both ``Llama`` objects stay
-in step with their KV, so prefix reuse and a later plain ``LlamaEngine.generate`` keep working.
+(grammar checked lazily as in ``sampling.TokenSampler``: the argmax alone first, then the top
+64 one by one, a full pass over the vocabulary only if none fits) must equal ``d(i+1)`` for
+the draft to be accepted. The first disagreement becomes the next pending token, so the output
+is the target's greedy output. Rejected positions are removed from the KV cache
+(``llama_memory_seq_rm``) of the target and, in draft mode, of the draft; ``n_tokens`` and
+``input_ids`` of both ``Llama`` objects stay in step with their KV, so prefix reuse and a
+later plain ``LlamaEngine.generate`` keep working.
+
+Exactness caveat: llama.cpp's CPU backend rounds differently for a 1-token batch (ggml
+vec_dot) than for larger ones (llamafile sgemm for n >= 2, repacked gemm), so logits of a
+batched verification differ from single-token decoding by up to ~0.4 here, and a near-tie can
+flip. The plain engine shows the same when a prompt's tail is evaluated in another batch shape
+(e.g. the whole prompt already cached). A build with ``-DGGML_LLAMAFILE=OFF`` and a model
+loaded with ``use_extra_bufts=False`` was batch-invariant up to 5 tokens here (k <= 4).
 
 Draft sources:
 - ``lookup``: prompt-lookup decoding: the longest (``ngram`` down to ``ngram_min``) suffix of
   prompt + generated tokens that occurred before proposes the ``k`` tokens that followed it.
-- ``draft``: a smaller model with the same tokenizer (Qwen2.5 0.5B for 1.5B), greedy, unconstrained.
+- ``draft``: a smaller model with the same tokenizer (Qwen2.5 0.5B for 1.5B), greedy, under a
+  clone of the target's grammar state when a grammar is used.
 
 With ``k=0`` (or no lookup match) a step is a plain single-token decode through a
 preallocated batch: the lean greedy loop proposed for LlamaEngine.

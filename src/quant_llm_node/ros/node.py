@@ -19,6 +19,7 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 
 from quant_llm_interfaces.action import Reason
@@ -39,6 +40,12 @@ _PARAM_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER
                 list: ParameterType.PARAMETER_STRING_ARRAY}
 
 
+# Reliable, with room for a burst of planners: a shallow history can overwrite unacknowledged
+# responses when many clients call at once.
+SERVICE_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                         history=HistoryPolicy.KEEP_LAST)
+
+
 def _noop(_future: Future) -> None:
     pass
 
@@ -57,6 +64,7 @@ class QuantLlmNode(LifecycleNode):
         self._diag_group = MutuallyExclusiveCallbackGroup()
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._query_srv = self.create_service(NavQuery, "~/query", self._on_query,
+                                              qos_profile=SERVICE_QOS,
                                               callback_group=self._serve_group)
         self._result_pub = self.create_publisher(QueryResult, "~/query_out", 50)
         self._query_sub = self.create_subscription(QueryRequest, "~/query_in", self._on_query_in,
