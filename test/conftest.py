@@ -37,3 +37,15 @@ def model_path() -> Path:
 def public_scenarios() -> dict:
     import yaml
     return yaml.safe_load((ROOT / "test" / "data" / "scenarios.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def ros(request):
+    """A ROS client node in this process, spinning in the background (one per test module)."""
+    import rclpy
+    from ros_harness import Client
+    rclpy.init()
+    client = Client(f"client_{request.module.__name__.rsplit('.', 1)[-1]}")
+    yield client
+    client.close()
+    rclpy.shutdown()

@@ -5,19 +5,13 @@ Everything talks over real Fast DDS on loopback (conftest sets the environment).
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import rclpy
 from rclpy.executors import MultiThreadedExecutor
 
-from conftest import ROOT
 from quant_llm_node.bench.node_process import NodeProcess as BaseNodeProcess
 
 SERVICE_TIMEOUT_S = 30.0

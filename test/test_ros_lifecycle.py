@@ -5,22 +5,12 @@ import threading
 import time
 
 import pytest
-import rclpy
 import yaml
 
 from conftest import ROOT
-from ros_harness import Client, NodeProcess, nav_request
+from ros_harness import NodeProcess, nav_request
 
 pytestmark = pytest.mark.ros
-
-
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    client = Client("test_lifecycle_client")
-    yield client
-    client.close()
-    rclpy.shutdown()
 
 
 def diagnostics_of(ros, node_prefix: str, predicate, timeout: float = 30.0):

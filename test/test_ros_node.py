@@ -1,27 +1,16 @@
 """The node as its own process, called over real Fast DDS from this process."""
 from __future__ import annotations
 
-import math
 import threading
 import time
 
 import pytest
-import rclpy
 
-from ros_harness import Client, NodeProcess, nav_request, scenario_request
+from ros_harness import NodeProcess, nav_request, scenario_request
 
 pytestmark = pytest.mark.ros
 
 DIAG_PERIOD_S = 0.2
-
-
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    client = Client("test_ros_node_client")
-    yield client
-    client.close()
-    rclpy.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,10 @@ import threading
 import time
 
 import pytest
-import rclpy
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import ROOT
-from ros_harness import Client, NodeProcess, nav_request
+from ros_harness import NodeProcess, nav_request
 
 pytestmark = pytest.mark.ros
 
@@ -22,15 +21,6 @@ KNOWN_CODES = {"", "EMPTY_QUERY", "QUERY_TOO_LONG", "INVALID_TEXT", "INVALID_REQ
                "INVALID_GOAL", "INVALID_STATE", "INVALID_CONTEXT_JSON", "INVALID_DEADLINE",
                "INVALID_PRIORITY", "UNKNOWN_PLACE", "AMBIGUOUS_PLACE", "OVERLOADED",
                "DEADLINE_EXCEEDED", "MODEL_OUTPUT_INVALID", "CONTEXT_OVERFLOW"}
-
-
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    client = Client("test_robustness_client")
-    yield client
-    client.close()
-    rclpy.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from quant_llm_node.engine.gguf_file import GGUFInfo, ModelFileError, verify_model_file
+from quant_llm_node.engine.gguf_file import GGUFInfo, verify_model_file
 
 KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # ggml_type ids for type_k / type_v
 

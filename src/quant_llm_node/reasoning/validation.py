@@ -5,7 +5,7 @@ import json
 import math
 import re
 import uuid
-from typing import Any, Sequence
+from typing import Any
 
 from quant_llm_node.config import ServingConfig
 from quant_llm_node.reasoning import errors as E

@@ -7,11 +7,9 @@ so a planner gets a clear error instead of a wait_for_service time-out.
 """
 from __future__ import annotations
 
-import dataclasses
 import socket
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
