@@ -57,11 +57,13 @@ done_step
 step "CMake path fix for the ROS wheels"
 PYINC=$(python -c 'import sysconfig;print(sysconfig.get_paths()["include"])')
 NPINC=$(python -c 'import numpy;print(numpy.get_include())')
-grep -rlZ /opt/python/cp311-cp311 "$VENV/share" --include='*.cmake' 2>/dev/null | xargs -0 -r sed -i \
+# (grep finds nothing once fixed: `|| true` keeps re-runs idempotent under pipefail)
+{ grep -rlZ /opt/python/cp311-cp311 "$VENV/share" --include='*.cmake' 2>/dev/null || true; } \
+  | xargs -0 -r sed -i \
   -e "s#/opt/python/cp311-cp311/include/python3.11#$PYINC#g" \
   -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$NPINC#g"
-grep -rlZ /opt/python/cp311-cp311 "$VENV/share/ament_index/resource_index/parent_prefix_path" 2>/dev/null \
-  | xargs -0 -r sed -i -e "s#/opt/python/cp311-cp311#$VENV#g"
+{ grep -rlZ /opt/python/cp311-cp311 "$VENV/share/ament_index/resource_index/parent_prefix_path" \
+    2>/dev/null || true; } | xargs -0 -r sed -i -e "s#/opt/python/cp311-cp311#$VENV#g"
 done_step
 
 step "colcon build (ros2_ws: quant_llm_interfaces + quant_llm_node)"
