@@ -52,3 +52,27 @@ def test_public_scenarios_parse_and_never_do_forbidden_actions(service, public_s
         assert resp.decision.action not in case.get("forbidden", []), case["id"]
         if case.get("expect_place") and case.get("goal"):
             assert resp.grounding["place_id"] == case["expect_place"], case["id"]
+
+
+def test_speculative_lookup_serves_the_same_decisions(service, model_path):
+    """engine.speculative: lookup plugs the SpeculativeDecoder in; decisions still parse, and
+    the acceptance counters reach the metrics."""
+    cfg = Config()
+    cfg.engine.n_threads = 2
+    cfg.model.verify_checksum = False
+    cfg.engine.speculative = "lookup"
+    spec = NavigationService(cfg, grounder_factory)
+    spec.configure()
+    spec.start()
+    try:
+        case = {"id": "spec", "query": "The corridor ahead is empty. Continue to the packing station?",
+                "goal": "packing station", "deadline_ms": LONG_DEADLINE_MS,
+                "state": {"obstacle_distance_m": 12.0, "zone": "aisle_7"}}
+        a = spec.ask(raw_request(case), 600)
+        b = service.ask(raw_request(case), 600)
+        assert a.success and not a.error_code and a.decision.source == "llm"
+        assert a.decision.action == b.decision.action
+        assert spec.metrics.snapshot()["counters"].get("spec_drafted", 0) > 0
+    finally:
+        spec.stop()
+        spec.cleanup()

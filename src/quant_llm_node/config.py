@@ -39,7 +39,7 @@ class ModelConfig:
                               "for manifest names, no check for paths")
     verify_checksum: bool = setting(True, "checksum the file at configure (the only guard "
                                           "against corrupted weights, which still load)")
-    draft_name: str = setting("", "optional draft model (same tokenizer) for speculative decoding")
+    draft_name: str = setting("", "draft model (same tokenizer) for engine.speculative: draft")
 
 
 @dataclass
@@ -56,6 +56,9 @@ class EngineConfig:
                                  lo=0.0, hi=2.0)
     use_grammar: bool = setting(True, "constrain decoding to the decision JSON schema")
     use_mmap: bool = setting(True, "memory-map the model file")
+    speculative: str = setting("off", "speculative decoding: off, lookup (prompt n-grams) or "
+                                      "draft (model.draft_name)", choices=("off", "lookup", "draft"))
+    draft_tokens: int = setting(4, "tokens proposed per speculative step", lo=1, hi=16)
     memory_bandwidth_gbps: float = setting(0.0, "memory bandwidth for the decode roofline; "
                                                 "0 = the device profile's, else measured", lo=0.0,
                                            hi=10000.0)

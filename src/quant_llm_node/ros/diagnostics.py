@@ -82,6 +82,9 @@ def latency_status(prefix: str, snap: dict, roofline: dict | None = None) -> Sta
         "safety_overrides": c.get("safety_override", 0),
         "deadline_misses": c.get("deadline_miss", 0), "preemptions": c.get("preempted", 0),
     })
+    if c.get("spec_drafted"):
+        values["speculative_drafted"] = c["spec_drafted"]
+        values["speculative_acceptance"] = c.get("spec_accepted", 0) / c["spec_drafted"]
     for code, n in sorted(snap["errors"].items()):
         values[f"error.{code}"] = n
     if roofline:

@@ -112,6 +112,8 @@ class NavigationService:
         self.memory: dict[str, str] = {}
         self.metrics = ServingMetrics(cfg.serving.latency_window)
         self.engine: LlamaEngine | None = None
+        self.generator = None  # the engine, or a SpeculativeDecoder over it
+        self._draft: LlamaEngine | None = None
         self.report: EngineReport | None = None
         self.places = load_map(cfg.grounding.places_file)
         self.schema = DecisionSchema(self.places.ids)
@@ -146,6 +148,7 @@ class NavigationService:
             raise ConfigureError(exc.code, str(exc)) from exc
         self.report.extra.update(self.memory)
         self.engine = engine
+        self.generator = self._speculative(engine) if c.engine.speculative != "off" else engine
         self.bandwidth_gbps = c.engine.memory_bandwidth_gbps or measure_read_bandwidth_gbps()
         self.prompts = PromptBuilder(self.places.places, self.schema,
                                      engine.chat_renderer() or plain_renderer)
@@ -166,6 +169,29 @@ class NavigationService:
                 log.error("grounding unavailable: %s", exc)
         return self.report
 
+    def _speculative(self, engine: LlamaEngine):
+        """A SpeculativeDecoder over the target (prompt lookup, or a draft model)."""
+        from quant_llm_node.engine.speculative import SpeculativeDecoder
+        c = self.cfg
+        draft = None
+        if c.engine.speculative == "draft":
+            if not c.model.draft_name:
+                raise ConfigureError("CONFIG_INVALID", "engine.speculative is draft but model.draft_name is empty")
+            path, sha = resolve_model_path(c.model.draft_name)
+            draft = LlamaEngine(EngineSettings(
+                model_path=str(path), sha256=sha, n_ctx=c.engine.n_ctx, n_threads=c.engine.n_threads,
+                n_batch=c.engine.n_batch, n_gpu_layers=c.engine.n_gpu_layers, seed=c.engine.seed,
+                kv_cache_type=c.engine.kv_cache_type, flash_attn=c.engine.flash_attn))
+            try:
+                draft.load(verify_checksum=c.model.verify_checksum)
+            except (ModelFileError, EngineError) as exc:
+                raise ConfigureError(exc.code, f"draft model: {exc}") from exc
+        self._draft = draft
+        try:
+            return SpeculativeDecoder(engine, c.engine.speculative, draft, k=c.engine.draft_tokens)
+        except ValueError as exc:
+            raise ConfigureError("CONFIG_INVALID", f"speculative decoding: {exc}") from exc
+
     def _check_memory(self, info) -> None:
         """Refuse to load a model that would not fit (instead of meeting the OOM killer)."""
         if self._memory_check is None:
@@ -184,9 +210,12 @@ class NavigationService:
             job.request.request_id, E.SHUTTING_DOWN, "the node is deactivating; request not served"))
 
     def cleanup(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
-            self.engine = None
+        if self.generator is not self.engine and self.generator is not None:
+            self.generator.close()
+        for engine in (self._draft, self.engine):
+            if engine is not None:
+                engine.close()
+        self.engine = self.generator = self._draft = None
 
     def roofline(self, snap: dict) -> dict:
         """Decode roofline for the loaded model and the achieved efficiency."""
@@ -294,7 +323,7 @@ class NavigationService:
             return grammar is None and json_object_complete(text)
 
         try:
-            gen = self.engine.generate(prompt, self.cfg.engine.max_tokens, grammar,
+            gen = self.generator.generate(prompt, self.cfg.engine.max_tokens, grammar,
                                        self.cfg.engine.temperature, should_stop, job.on_partial)
         except EngineError as exc:
             code = E.CONTEXT_OVERFLOW if exc.code == "CONTEXT_OVERFLOW" else E.MODEL_UNAVAILABLE
@@ -302,6 +331,9 @@ class NavigationService:
         if job.preempt.is_set() and not job.cancel.is_set():
             raise Preempted()
         lat.prompt_ms, lat.first_token_ms, lat.decode_ms = gen.prompt_ms, gen.first_token_ms, gen.decode_ms
+        if hasattr(gen, "drafted"):
+            self.metrics.count("spec_drafted", gen.drafted)
+            self.metrics.count("spec_accepted", gen.accepted)
         if job.cancel.is_set():
             if not self.scheduler.accepting:
                 return self._finish_reject(job, E.SHUTTING_DOWN,
