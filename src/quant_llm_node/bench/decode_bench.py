@@ -175,15 +175,16 @@ def batch_costs(engine: LlamaEngine, prompt: str, max_batch: int, reps: int = 5)
 
 
 def bench_spec(target: LlamaEngine, mode: str, draft: LlamaEngine | None, k: int, ngram: int,
-               reps: int, max_tokens: int = 96) -> dict:
+               reps: int, max_tokens: int = 96, min_draft: int = 1) -> dict:
     from quant_llm_node.engine.speculative import SpeculativeDecoder
 
     prompts, grammar, prefix = decision_prompts(target)
     target.warm(prefix)
     if draft is not None:
         draft.warm(prefix)
-    spec = SpeculativeDecoder(target, mode=mode, draft_engine=draft, k=k, ngram=ngram)
-    res: dict = {"mode": mode, "k": k, "ngram": ngram, "target": target.model_id,
+    spec = SpeculativeDecoder(target, mode=mode, draft_engine=draft, k=k, ngram=ngram,
+                              min_draft=min_draft)
+    res: dict = {"mode": mode, "k": k, "ngram": ngram, "min_draft": min_draft, "target": target.model_id,
                  "draft": draft.model_id if draft else None, "loadavg_start": loadavg()}
     # Best-of-N costs for a load-robust estimate: target batch of b tokens, draft single token.
     cost = batch_costs(target, prompts[0][1], k + 1)
@@ -374,6 +375,7 @@ def main(argv=None) -> int:
     ap.add_argument("--draft-model", help="draft GGUF for --spec draft")
     ap.add_argument("-k", type=int, default=4)
     ap.add_argument("--ngram", type=int, default=3)
+    ap.add_argument("--min-draft", type=int, default=1, help="lookup: drop shorter drafts")
     ap.add_argument("--skip-engine", action="store_true", help="only the --spec part")
     ap.add_argument("--json-out")
     a = ap.parse_args(argv)
@@ -391,7 +393,7 @@ def main(argv=None) -> int:
         result["profile"] = profile_engine(eng, a.tokens)
     if a.spec and not a.overhead_only:
         draft = load_engine(a.draft_model, a.threads, a.n_ctx) if a.spec == "draft" else None
-        result["spec"] = bench_spec(eng, a.spec, draft, a.k, a.ngram, a.reps)
+        result["spec"] = bench_spec(eng, a.spec, draft, a.k, a.ngram, a.reps, min_draft=a.min_draft)
         if draft is not None:
             draft.close()
     eng.close()

@@ -216,7 +216,7 @@ class SpeculativeDecoder:
 
     def __init__(self, target_engine: LlamaEngine, mode: str = "lookup",
                  draft_engine: Optional[LlamaEngine] = None, k: int = 4, ngram: int = 3,
-                 ngram_min: int = 1, grammar_topk: int = TOPK_FALLBACK):
+                 ngram_min: int = 1, grammar_topk: int = TOPK_FALLBACK, min_draft: int = 1):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         if mode == "draft":
@@ -232,6 +232,10 @@ class SpeculativeDecoder:
         self.mode, self.k = mode, max(0, int(k))
         self.ngram, self.ngram_min = ngram, ngram_min
         self.grammar_topk = grammar_topk
+        # Drafts shorter than this are dropped (plain 1-token step). On AVX2 the repacked Q4_K
+        # kernels run 4 columns at a time and the rest one by one, so a 2- or 3-token batch
+        # costs ~2-3 single decodes while 4 costs ~2.4-3: k=3, min_draft=3 keeps batches at 1 or 4.
+        self.min_draft = max(1, int(min_draft))
         self._tb = _Batch(self.k + 1)
         self._tl = _Logits(target_engine._llm.ctx, target_engine._llm.n_vocab())
         self._db = self._dl = None
@@ -380,6 +384,8 @@ class SpeculativeDecoder:
                 if j > 0:
                     if index is not None:
                         drafts = index.propose(j)
+                        if len(drafts) < min(self.min_draft, j):
+                            drafts = []
                     elif use_draft:
                         td = time.perf_counter()
                         drafts = self._draft_tokens(hist, j, sampler._grammar)
