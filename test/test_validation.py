@@ -4,6 +4,7 @@ import math
 import pytest
 
 from quant_llm_node.config import ServingConfig
+from quant_llm_node.bench.scenarios import raw_request as scenario_to_raw
 from quant_llm_node.reasoning import errors as E
 from quant_llm_node.reasoning.errors import RequestError
 from quant_llm_node.reasoning.validation import validate_request
@@ -23,14 +24,6 @@ def code_of(r):
         validate_request(r, CFG)
     assert str(info.value)  # a message, not only a code
     return info.value.code
-
-
-def scenario_to_raw(case):
-    query = case.get("query", "")
-    if "query_repeat" in case:
-        query = case["query_repeat"]["text"] * case["query_repeat"]["times"]
-    return raw(query=query, goal=case.get("goal", ""), context_json=case.get("context_json", ""),
-               state=case.get("state", {}))
 
 
 EXPECTED = {
