@@ -72,3 +72,23 @@ def test_bad_grammar_is_refused(engine):
     from quant_llm_node.engine.sampling import GrammarError
     with pytest.raises(GrammarError):
         engine.generate("hi", 4, "root ::= (")
+
+
+def test_grammar_reason_accepts_printable_ascii_only(engine, prompts):
+    """Inside the reason string the grammar takes printable ASCII and refuses other text, so
+    each generated token adds at least one character (the schema's token bound holds)."""
+    from quant_llm_node.engine.sampling import TokenSampler
+    _, schema = prompts
+    llm = engine._llm
+    sampler = TokenSampler(llm.model, llm.ctx, llm.n_vocab(), schema.gbnf())
+    try:
+        for tok in engine._llm.tokenize(b'{"action": "stop", "speed": 0.0, "target": "", "reason": "',
+                                        add_bos=False):
+            assert sampler._grammar_allows(tok)
+            sampler.accept(tok)
+        one = lambda text: engine._llm.tokenize(text.encode(), add_bos=False)[0]
+        assert sampler._grammar_allows(one("person"))
+        for text in ("\u00e9t\u00e9", "\u2192", "\n", "\\n"):
+            assert not sampler._grammar_allows(one(text)), text
+    finally:
+        sampler.close()

@@ -49,9 +49,35 @@ def test_public_scenarios_parse_and_never_do_forbidden_actions(service, public_s
         resp = service.ask(raw_request({**case, "deadline_ms": LONG_DEADLINE_MS}), 600)
         assert resp.success and not resp.error_code, (case["id"], resp.error_message)
         assert resp.decision.source in ("llm", "safety_override")
+        assert resp.raw_text.isascii() and len(resp.raw_text) <= service.schema.max_output_chars()
+        assert resp.completion_tokens <= len(resp.raw_text)
         assert resp.decision.action not in case.get("forbidden", []), case["id"]
         if case.get("expect_place") and case.get("goal"):
             assert resp.grounding["place_id"] == case["expect_place"], case["id"]
+
+
+def test_a_small_max_tokens_never_cuts_a_constrained_decision(model_path):
+    """engine.max_tokens below the grammar's longest decision: the grammar's bound wins, so the
+    answer still parses (a cut-off decision would be MODEL_OUTPUT_INVALID)."""
+    cfg = Config()
+    cfg.engine.n_threads = 2
+    cfg.model.verify_checksum = False
+    cfg.engine.max_tokens = 1
+    svc = NavigationService(cfg, None)
+    assert svc.max_tokens == svc.schema.max_output_chars() > 100
+    svc.configure()
+    svc.start()
+    try:
+        resp = svc.ask(raw_request({"id": "short", "deadline_ms": LONG_DEADLINE_MS,
+                                    "query": "The aisle ahead is clear for 10 m. Continue?",
+                                    "state": {"obstacle_distance_m": 10.0}}), 300)
+        assert resp.success and not resp.error_code, (resp.error_code, resp.error_message)
+        assert resp.decision.source in ("llm", "safety_override") and resp.completion_tokens > 1
+    finally:
+        svc.stop()
+        svc.cleanup()
+    cfg.engine.use_grammar = False
+    assert NavigationService(cfg, None).max_tokens == 1
 
 
 def test_speculative_lookup_serves_the_same_decisions(service, model_path):

@@ -25,8 +25,8 @@ KNOWN_CODES = {"", "EMPTY_QUERY", "QUERY_TOO_LONG", "INVALID_TEXT", "INVALID_REQ
 
 @pytest.fixture(scope="module")
 def node(ros, model_path):
-    # short answers keep generated requests fast; the grammar still makes every output parse
-    proc = NodeProcess("rob", {"engine.max_tokens": 24, "serving.queue_size": 4}).start()
+    # a small queue: eight planners overflow it, so OVERLOADED answers are part of the load test
+    proc = NodeProcess("rob", {"serving.queue_size": 4}).start()
     try:
         ros.wait_state(proc.name, "active", proc)
         yield proc

@@ -39,3 +39,17 @@ def test_grammar_lists_actions_and_places_and_bounds_reason():
     schema = SCHEMA.json_schema()
     assert schema["properties"]["target"]["enum"] == ["", "dock_1", "dock_2", "packing"]
     json.loads(SCHEMA.example())
+
+
+def test_longest_decision_bounds_output_and_parses():
+    """max_output_chars is the longest text the grammar accepts: every action/target pair with
+    a full reason fits it, and the longest one reaches it."""
+    import itertools
+    from quant_llm_node.reasoning.types import ACTIONS
+    lengths = []
+    for action, target in itertools.product(ACTIONS, ("", *SCHEMA.place_ids)):
+        text = json.dumps({"action": action, "speed": 2.0, "target": target, "reason": "r" * 80})
+        SCHEMA.parse(text)
+        lengths.append(len(text))
+    assert max(lengths) == SCHEMA.max_output_chars()
+

@@ -51,7 +51,9 @@ class EngineConfig:
     seed: int = setting(42, "sampling seed", lo=0, hi=2**31 - 1)
     flash_attn: bool = setting(False, "use flash attention (CUDA builds)")
     kv_cache_type: str = setting("f16", "KV cache element type", choices=("f16", "q8_0", "q4_0"))
-    max_tokens: int = setting(96, "maximum tokens generated per answer", lo=1, hi=4096)
+    max_tokens: int = setting(
+        96, "maximum tokens generated per answer without the grammar; with it, never fewer than "
+            "the grammar's longest decision, so a constrained answer is never cut off", lo=1, hi=4096)
     temperature: float = setting(0.0, "sampling temperature; 0 = greedy (deterministic)",
                                  lo=0.0, hi=2.0)
     use_grammar: bool = setting(True, "constrain decoding to the decision JSON schema")

@@ -30,6 +30,8 @@ class Outcome:
     round_trip_ms: float
     total_ms: float      # node-side total (0 when rejected before the worker)
     engine_ms: float     # prompt + decode time inside the node
+    error_message: str = ""
+    raw_text: str = ""
 
 
 @dataclass
@@ -98,7 +100,8 @@ def _planner(client_id: int, service: str, cases: list[dict], n: int, deadline_m
             status = "answered" if r.success else "rejected"
             results.append(Outcome(client_id, seq, r.request_id, status, r.error_code,
                                    r.decision.source, rtt, r.latency.total_ms,
-                                   r.latency.prompt_ms + r.latency.decode_ms))
+                                   r.latency.prompt_ms + r.latency.decode_ms,
+                                   r.error_message, r.raw_text))
     finally:
         queue.put(json.dumps([asdict(o) for o in results]))
         node.destroy_node()

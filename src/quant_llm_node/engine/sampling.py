@@ -70,6 +70,10 @@ class TokenSampler:
         # llama_sampler_sample applies the whole chain and accepts the result.
         return int(llama_cpp.llama_sampler_sample(self._chain, self._ctx, -1))
 
+    def accept(self, token: int) -> None:
+        """Advance the grammar (and the chain) over a token chosen elsewhere."""
+        llama_cpp.llama_sampler_accept(self._chain, token)
+
     def close(self) -> None:
         if self._chain is not None:
             llama_cpp.llama_sampler_free(self._chain)

@@ -1,8 +1,13 @@
 """The decision the model must produce: JSON schema, GBNF grammar and a strict parser.
 
 The grammar fixes the key order and bounds every field (action from a fixed set, target from
-the map's place ids, a short speed and a short reason), so every constrained output parses
-and stays short: fewer tokens is lower latency.
+the map's place ids, a short speed and a short printable-ASCII reason), so every constrained
+output parses and stays short: fewer tokens is lower latency.
+
+The output is ASCII and llama.cpp's grammar never accepts a token with an empty piece, so
+every generated token adds at least one character: ``max_output_chars()`` is also a hard
+bound on the tokens a constrained decision can take. Generating with at least that many
+tokens means a constrained decision is never cut off half-way.
 """
 from __future__ import annotations
 
@@ -59,8 +64,14 @@ class DecisionSchema:
             'speed ::= [0-1] "." [0-9] | "2.0"',
             f"target ::= {alt(['', *self.place_ids])}",
             f'reason ::= "\\"" char{{0,{self.reason_max_chars}}} "\\""',
-            'char ::= [^"\\\\\\x00-\\x1f]',
+            'char ::= [\\x20\\x21\\x23-\\x5B\\x5D-\\x7E]',  # printable ASCII but " and \\
         ]) + "\n"
+
+    def max_output_chars(self) -> int:
+        """Length of the longest text the grammar accepts (and so a bound on its tokens)."""
+        longest = json.dumps({"action": max(ACTIONS, key=len), "speed": 0.0,
+                              "target": max(self.place_ids, key=len, default=""), "reason": ""})
+        return len(longest) + self.reason_max_chars
 
     def parse(self, text: str) -> Decision:
         """Strictly parse and validate a model output into a Decision (source llm)."""

@@ -126,6 +126,9 @@ class NavigationService:
         self.scheduler = Scheduler(self._handle, self._late, cfg.serving.queue_size,
                                    cfg.serving.safety_priority, on_event=self.metrics.count)
         self._grammar = self.schema.gbnf() if cfg.engine.use_grammar else None
+        # a constrained decision is never cut off half-way: the grammar bounds its tokens
+        self.max_tokens = (max(cfg.engine.max_tokens, self.schema.max_output_chars())
+                           if self._grammar else cfg.engine.max_tokens)
 
     # ---- lifecycle -------------------------------------------------------------------------
     def configure(self) -> EngineReport:
@@ -323,7 +326,7 @@ class NavigationService:
             return grammar is None and json_object_complete(text)
 
         try:
-            gen = self.generator.generate(prompt, self.cfg.engine.max_tokens, grammar,
+            gen = self.generator.generate(prompt, self.max_tokens, grammar,
                                        self.cfg.engine.temperature, should_stop, job.on_partial)
         except EngineError as exc:
             code = E.CONTEXT_OVERFLOW if exc.code == "CONTEXT_OVERFLOW" else E.MODEL_UNAVAILABLE
