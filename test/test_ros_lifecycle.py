@@ -93,7 +93,7 @@ def test_missing_model_fails_configure_with_error_diagnostic(ros):
         st = diagnostics_of(ros, node.name, lambda s: s.level == b"\x02")
         assert st is not None, node.log()[-2000:]
         assert "MODEL_NOT_FOUND" in st.message
-        assert ros.lifecycle_state(node.name) == "unconfigured"  # alive, not configured
+        ros.wait_state(node.name, "unconfigured", node, timeout=30)  # alive, not configured
         assert ask(ros, node).error_code == "NODE_INACTIVE"
     finally:
         assert node.stop() == 0
@@ -111,7 +111,7 @@ def test_memory_budget_refusal(ros, model_path, tmp_path):
                             lambda s: s.level == b"\x02" and "MEMORY_BUDGET" in s.message, 60)
         assert st is not None, node.log()[-2000:]
         assert "MiB" in st.message and "Try:" in st.message
-        assert ros.lifecycle_state(node.name) == "unconfigured"
+        ros.wait_state(node.name, "unconfigured", node, timeout=30)
     finally:
         assert node.stop() == 0
 
@@ -142,6 +142,6 @@ def test_bad_parameter_values_keep_the_node_up(ros):
                             lambda s: s.level == b"\x02" and "invalid parameters" in s.message, 60)
         assert st is not None, node.log()[-2000:]
         assert "engine.n_ctx" in st.message and "model.sha256" in st.message
-        assert ros.lifecycle_state(node.name) == "unconfigured" and node.alive()
+        ros.wait_state(node.name, "unconfigured", node, timeout=30)
     finally:
         assert node.stop() == 0
