@@ -53,3 +53,21 @@ def test_longest_decision_bounds_output_and_parses():
         lengths.append(len(text))
     assert max(lengths) == SCHEMA.max_output_chars()
 
+
+
+def test_constrained_argmax_topk_matches_a_full_pass():
+    """Among the top k, the best allowed token (lowest id on ties) or None when it cannot be
+    sure: compared with brute force on random logits, ties and allowed sets."""
+    import numpy as np
+    from quant_llm_node.engine.sampling import constrained_argmax_topk
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        logits = rng.integers(-5, 5, 200).astype(np.float32)  # many ties
+        allowed = set(rng.choice(200, int(rng.integers(1, 200)), replace=False).tolist())
+        rejected = int(logits.argmax())
+        allowed.discard(rejected)
+        if not allowed:
+            continue
+        best = max(allowed, key=lambda t: (logits[t], -t))
+        got = constrained_argmax_topk(logits, allowed.__contains__, rejected, k=16)
+        assert got is None or got == best

@@ -64,7 +64,8 @@ class GenerationResult:
     total_ms: float
     finish_reason: str
     decode_steps: int = 0
-    grammar_full_passes: int = 0
+    grammar_full_passes: int = 0   # steps where the grammar was applied to the whole vocabulary
+    grammar_topk_hits: int = 0     # steps settled among the top candidates instead
 
     @property
     def decode_tps(self) -> float:
@@ -282,7 +283,8 @@ class LlamaEngine:
             text=text, prompt_tokens=len(tokens), cached_tokens=cached, completion_tokens=n_out,
             prompt_ms=(t_prompt - t0) * 1e3, first_token_ms=(t_first - t0) * 1e3,
             decode_ms=(t_end - t_first) * 1e3, total_ms=(t_end - t0) * 1e3,
-            finish_reason=finish, decode_steps=n_steps, grammar_full_passes=sampler.full_grammar_passes)
+            finish_reason=finish, decode_steps=n_steps, grammar_full_passes=sampler.full_grammar_passes,
+            grammar_topk_hits=sampler.topk_hits)
 
 
 @contextlib.contextmanager

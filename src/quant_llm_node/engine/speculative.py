@@ -42,7 +42,7 @@ import numpy as np
 import llama_cpp
 from quant_llm_node.engine.llama_engine import (
     FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, EngineError, GenerationResult, LlamaEngine)
-from quant_llm_node.engine.sampling import TokenSampler
+from quant_llm_node.engine.sampling import TOPK_FALLBACK, TokenSampler, constrained_argmax_topk
 
 MODES = ("lookup", "draft")
 
@@ -58,7 +58,6 @@ class SpeculativeResult(GenerationResult):
 
     drafted: int = 0
     accepted: int = 0
-    grammar_topk_hits: int = 0
     batch_sizes: dict = field(default_factory=dict)  # target batch size -> count
     target_batches: int = 0
     draft_ms: float = 0.0
@@ -66,55 +65,6 @@ class SpeculativeResult(GenerationResult):
     @property
     def acceptance_rate(self) -> float:
         return self.accepted / self.drafted if self.drafted else 0.0
-
-
-TOPK_FALLBACK = 64  # candidates tried one by one before a full grammar pass
-
-
-def constrained_argmax_topk(logits: np.ndarray, allows: Callable[[int], bool], rejected: int,
-                            k: int = TOPK_FALLBACK) -> Optional[int]:
-    """The grammar-constrained greedy token, found among the k highest logits, or None.
-
-    Equal to what a full pass (grammar over the whole vocabulary, then greedy: highest logit,
-    lowest id on ties) returns, because every token outside the top k has a logit <= the
-    k-th; when the winner ties the k-th logit, a lower id outside the set could tie it, so
-    that case returns None too (caller does the full pass).
-    """
-    k = min(k, logits.shape[0])
-    idx = np.argpartition(logits, -k)[-k:]
-    vals = logits[idx]
-    order = np.lexsort((idx, -vals))
-    floor = vals.min()
-    for j in order:
-        t = int(idx[j])
-        if t == rejected:
-            continue
-        if allows(t):
-            return t if vals[j] > floor else None
-    return None
-
-
-class _RowSampler(TokenSampler):
-    """TokenSampler that samples from any output row of the last batch (not only the last),
-    trying the top-k candidates one by one before a full grammar pass."""
-
-    topk = TOPK_FALLBACK
-    topk_hits = 0
-
-    def sample_at(self, i: int, logits: np.ndarray) -> int:
-        self.steps += 1
-        token = int(logits.argmax())
-        if self._grammar is None or self._grammar_allows(token):
-            llama_cpp.llama_sampler_accept(self._chain, token)
-            return token
-        if self.topk > 0:
-            t = constrained_argmax_topk(logits, self._grammar_allows, token, self.topk)
-            if t is not None:
-                self.topk_hits += 1
-                llama_cpp.llama_sampler_accept(self._chain, t)
-                return t
-        self.full_grammar_passes += 1
-        return int(llama_cpp.llama_sampler_sample(self._chain, self._ctx, i))
 
 
 def _allows(grammar, token: int, one, one_arr) -> bool:
@@ -333,7 +283,7 @@ class SpeculativeDecoder:
             raise EngineError("CONTEXT_OVERFLOW",
                               f"prompt has {len(tokens)} tokens, the context window {n_ctx}")
         max_tokens = min(max_tokens, budget)
-        sampler = _RowSampler(llm.model, ctx, llm.n_vocab(), grammar, 0.0, eng.settings.seed)
+        sampler = TokenSampler(llm.model, ctx, llm.n_vocab(), grammar, 0.0, eng.settings.seed)
         sampler.topk = self.grammar_topk
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
         is_eog = llama_cpp.llama_vocab_is_eog
