@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--queue-size", type=int, default=0, help="node queue size (0 = config)")
     p.add_argument("--ttft-samples", type=int, default=None, help="cold/cached/evicted triples")
     p.add_argument("--decode-requests", type=int, default=None, help="in-process and speculative requests")
-    p.add_argument("--native-json", type=Path, default=None, help="output of scripts/native_baseline.sh")
+    p.add_argument("--native-json", type=Path, default=None, help="output of scripts/native_baseline.sh; "
+                   "give it -d about the prompt length (decisions decode on a ~500-token KV)")
     p.add_argument("--draft-model", default="", help="draft GGUF for speculative draft mode (default: lookup)")
     p.add_argument("--no-spec", action="store_true", help="skip speculative decoding")
     p.add_argument("--skip", nargs="+", default=[], choices=PHASES, help="phases to leave out")

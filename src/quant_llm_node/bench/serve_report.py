@@ -83,7 +83,8 @@ def decode_entry(node: dict, engine: dict | None, native: dict | None, spec: dic
     if native:
         tg = float(native["tg_tps"])
         out["native"] = {"tg_tps": tg, "loadavg": native.get("loadavg"), "threads": native.get("threads"),
-                         "threads_match": native.get("threads") == threads}
+                         "threads_match": native.get("threads") == threads,
+                         "kv_depth": (native.get("tg") or {}).get("n_depth", 0)}
         out["node_over_native"] = _ratio(node["tokens_per_s"], tg)
         if engine:
             out["engine_over_native"] = _ratio(engine["tokens_per_s"], tg)
@@ -175,7 +176,9 @@ def markdown(res: dict) -> str:
         if "native" in d:
             nat = d["native"]
             warn = "" if nat["threads_match"] else f", {nat['threads']} threads: NOT comparable"
-            lines.append(f"| native llama-bench tg (load {nat['loadavg']}{warn}) | {_f(nat['tg_tps'])} | | 1.000 |")
+            depth = f"KV depth {nat.get('kv_depth', 0)}, "
+            lines.append(f"| native llama-bench tg ({depth}load {nat['loadavg']}{warn}) | {_f(nat['tg_tps'])} "
+                         f"| | 1.000 |")
         lines += ["", f"Node {_cpu(d.get('node_cpu'))}; in-process {_cpu(d.get('engine', {}).get('cpu'))}."]
         sp = d.get("speculative")
         if sp and "skipped" not in sp:
