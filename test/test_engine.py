@@ -68,6 +68,19 @@ def test_context_overflow_is_an_engine_error(engine):
     assert info.value.code == "CONTEXT_OVERFLOW"
 
 
+def test_a_prompt_without_room_for_the_answer_is_a_context_overflow(engine):
+    """min_room: a prompt that fits but leaves less room than the answer needs is refused
+    before any decoding, rather than cut off at the end of the context."""
+    prompt = "obstacle ahead " * 300
+    n_prompt = engine.count_tokens(prompt)
+    room = engine._llm.n_ctx() - n_prompt
+    assert 1 < room < 500
+    assert engine.generate(prompt, 2, min_room=room).completion_tokens >= 1
+    with pytest.raises(EngineError) as info:
+        engine.generate(prompt, 2, min_room=room + 1)
+    assert info.value.code == "CONTEXT_OVERFLOW" and f"room for {room + 1}" in str(info.value)
+
+
 def test_bad_grammar_is_refused(engine):
     from quant_llm_node.engine.sampling import GrammarError
     with pytest.raises(GrammarError):

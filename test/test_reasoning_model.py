@@ -80,6 +80,31 @@ def test_a_small_max_tokens_never_cuts_a_constrained_decision(model_path):
     assert NavigationService(cfg, None).max_tokens == 1
 
 
+def test_no_room_for_the_decision_is_a_marked_context_overflow(service):
+    """A prompt that fits the context but leaves less room than the longest decision gets the
+    marked fallback with CONTEXT_OVERFLOW, never a decision cut off by the context's end."""
+    from quant_llm_node.reasoning.validation import validate_request
+    raw = raw_request({"id": "room", "deadline_ms": LONG_DEADLINE_MS,
+                       "query": "The aisle ahead is clear for 10 m. Continue?",
+                       "state": {"obstacle_distance_m": 10.0}})
+    n_prompt = service.engine.count_tokens(
+        service.prompts.build(validate_request(raw, service.cfg.serving)))
+    cfg = Config()
+    cfg.engine.n_threads = 2
+    cfg.model.verify_checksum = False
+    cfg.engine.n_ctx = n_prompt + service.max_tokens // 2
+    tight = NavigationService(cfg, None)
+    tight.configure()
+    tight.start()
+    try:
+        resp = tight.ask(raw, 300)
+        assert resp.success and resp.error_code == "CONTEXT_OVERFLOW", resp.error_message
+        assert resp.decision.source == "fallback" and resp.completion_tokens == 0
+    finally:
+        tight.stop()
+        tight.cleanup()
+
+
 def test_speculative_lookup_serves_the_same_decisions(service, model_path):
     """engine.speculative: lookup plugs the SpeculativeDecoder in; decisions still parse, and
     the acceptance counters reach the metrics."""

@@ -226,12 +226,14 @@ class LlamaEngine:
     def generate(self, prompt: str, max_tokens: int, grammar: str | None = None,
                  temperature: float = 0.0,
                  should_stop: Callable[[str], bool] | None = None,
-                 on_text: Callable[[str, int], None] | None = None) -> GenerationResult:
+                 on_text: Callable[[str, int], None] | None = None,
+                 min_room: int = 1) -> GenerationResult:
         """Generate up to ``max_tokens``.
 
         ``should_stop(text_so_far)`` is checked after every token (cancellation, deadlines,
         stop conditions); ``on_text(text_so_far, n_tokens)`` streams partial text.
-        Raises EngineError(CONTEXT_OVERFLOW) when the prompt does not fit.
+        Raises EngineError(CONTEXT_OVERFLOW) when fewer than ``min_room`` tokens fit in the
+        context after the prompt.
         """
         import llama_cpp
         from quant_llm_node.engine.sampling import TokenSampler
@@ -241,11 +243,7 @@ class LlamaEngine:
         llm = self._llm
         t0 = time.perf_counter()
         tokens = self.tokenize(prompt)
-        budget = llm.n_ctx() - len(tokens)
-        if budget < 1:
-            raise EngineError("CONTEXT_OVERFLOW",
-                              f"prompt has {len(tokens)} tokens, the context window {llm.n_ctx()}")
-        max_tokens = min(max_tokens, budget)
+        max_tokens = min(max_tokens, context_room(len(tokens), llm.n_ctx(), min_room))
         sampler = TokenSampler(llm.model, llm.ctx, llm.n_vocab(), grammar, temperature,
                                self.settings.seed)
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
@@ -285,6 +283,16 @@ class LlamaEngine:
             decode_ms=(t_end - t_first) * 1e3, total_ms=(t_end - t0) * 1e3,
             finish_reason=finish, decode_steps=n_steps, grammar_full_passes=sampler.full_grammar_passes,
             grammar_topk_hits=sampler.topk_hits)
+
+
+def context_room(n_prompt: int, n_ctx: int, min_room: int = 1) -> int:
+    """Tokens that fit after the prompt; EngineError(CONTEXT_OVERFLOW) below ``min_room``."""
+    room = n_ctx - n_prompt
+    if room < max(1, min_room):
+        raise EngineError("CONTEXT_OVERFLOW",
+                          f"prompt has {n_prompt} tokens, the context window {n_ctx}, and the "
+                          f"answer needs room for {max(1, min_room)}")
+    return room
 
 
 @contextlib.contextmanager

@@ -41,7 +41,8 @@ import numpy as np
 
 import llama_cpp
 from quant_llm_node.engine.llama_engine import (
-    FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, EngineError, GenerationResult, LlamaEngine)
+    FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, EngineError, GenerationResult, LlamaEngine,
+    context_room)
 from quant_llm_node.engine.sampling import TOPK_FALLBACK, TokenSampler, constrained_argmax_topk
 
 MODES = ("lookup", "draft")
@@ -266,10 +267,12 @@ class SpeculativeDecoder:
     def generate(self, prompt: str, max_tokens: int, grammar: str | None = None,
                  temperature: float = 0.0,
                  should_stop: Callable[[str], bool] | None = None,
-                 on_text: Callable[[str, int], None] | None = None) -> GenerationResult:
+                 on_text: Callable[[str, int], None] | None = None,
+                 min_room: int = 1) -> GenerationResult:
         """Same contract as LlamaEngine.generate; returns a SpeculativeResult when greedy."""
         if temperature > 0.0:
-            return self.target.generate(prompt, max_tokens, grammar, temperature, should_stop, on_text)
+            return self.target.generate(prompt, max_tokens, grammar, temperature, should_stop, on_text,
+                                        min_room)
         eng = self.target
         if eng._llm is None:
             raise EngineError("MODEL_UNAVAILABLE", "no model is loaded")
@@ -278,11 +281,7 @@ class SpeculativeDecoder:
         t0 = time.perf_counter()
         tokens = eng.tokenize(prompt)
         n_ctx = llm.n_ctx()
-        budget = n_ctx - len(tokens)
-        if budget < 1:
-            raise EngineError("CONTEXT_OVERFLOW",
-                              f"prompt has {len(tokens)} tokens, the context window {n_ctx}")
-        max_tokens = min(max_tokens, budget)
+        max_tokens = min(max_tokens, context_room(len(tokens), n_ctx, min_room))
         sampler = TokenSampler(llm.model, ctx, llm.n_vocab(), grammar, 0.0, eng.settings.seed)
         sampler.topk = self.grammar_topk
         vocab = llama_cpp.llama_model_get_vocab(llm.model)

@@ -327,7 +327,8 @@ class NavigationService:
 
         try:
             gen = self.generator.generate(prompt, self.max_tokens, grammar,
-                                       self.cfg.engine.temperature, should_stop, job.on_partial)
+                                       self.cfg.engine.temperature, should_stop, job.on_partial,
+                                       min_room=self.max_tokens if grammar else 1)
         except EngineError as exc:
             code = E.CONTEXT_OVERFLOW if exc.code == "CONTEXT_OVERFLOW" else E.MODEL_UNAVAILABLE
             return self._fallback(job, lat, code, str(exc), grounded, grounding_info)
