@@ -52,10 +52,7 @@ class TokenSampler:
 
     def __init__(self, model_ptr, ctx_ptr, n_vocab: int, grammar: str | None,
                  temperature: float = 0.0, seed: int = 0):
-        self._chain = self._grammar = None
-        self._ctx = ctx_ptr
-        self._n_vocab = n_vocab
-        self._greedy = temperature <= 0.0
+        self._setup(ctx_ptr, n_vocab, temperature <= 0.0)
         vocab = llama_cpp.llama_model_get_vocab(model_ptr)
         params = llama_cpp.llama_sampler_chain_default_params()
         self._chain = llama_cpp.llama_sampler_chain_init(params)
@@ -72,6 +69,12 @@ class TokenSampler:
         else:
             llama_cpp.llama_sampler_chain_add(self._chain, llama_cpp.llama_sampler_init_temp(temperature))
             llama_cpp.llama_sampler_chain_add(self._chain, llama_cpp.llama_sampler_init_dist(seed))
+
+    def _setup(self, ctx_ptr, n_vocab: int, greedy: bool) -> None:
+        self._chain = self._grammar = None
+        self._ctx = ctx_ptr
+        self._n_vocab = n_vocab
+        self._greedy = greedy
         self._one = llama_cpp.llama_token_data()
         self._one_arr = llama_cpp.llama_token_data_array(
             data=ctypes.pointer(self._one), size=1, selected=-1, sorted=False)
@@ -79,6 +82,19 @@ class TokenSampler:
         self.topk_hits = 0
         self.topk = TOPK_FALLBACK
         self.steps = 0
+
+    def fork(self, ctx_ptr, n_vocab: int) -> "TokenSampler":
+        """A greedy sampler over another context (a draft model with the same tokenizer) whose
+        grammar starts as a copy of this one's current state; close it after use."""
+        twin = object.__new__(TokenSampler)
+        twin._setup(ctx_ptr, n_vocab, True)
+        twin.topk = self.topk
+        twin._chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if self._grammar is not None:
+            twin._grammar = llama_cpp.llama_sampler_clone(self._grammar)
+            llama_cpp.llama_sampler_chain_add(twin._chain, twin._grammar)  # owned by the chain
+        llama_cpp.llama_sampler_chain_add(twin._chain, llama_cpp.llama_sampler_init_greedy())
+        return twin
 
     def _grammar_allows(self, token: int) -> bool:
         self._one.id, self._one.logit, self._one.p = token, 0.0, 0.0

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import codecs
 import ctypes
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -43,7 +42,7 @@ import llama_cpp
 from quant_llm_node.engine.llama_engine import (
     FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, EngineError, GenerationResult, LlamaEngine,
     context_room)
-from quant_llm_node.engine.sampling import TOPK_FALLBACK, TokenSampler, constrained_argmax_topk
+from quant_llm_node.engine.sampling import TOPK_FALLBACK, TokenSampler
 
 MODES = ("lookup", "draft")
 
@@ -66,14 +65,6 @@ class SpeculativeResult(GenerationResult):
     @property
     def acceptance_rate(self) -> float:
         return self.accepted / self.drafted if self.drafted else 0.0
-
-
-def _allows(grammar, token: int, one, one_arr) -> bool:
-    """Single-candidate grammar check (as TokenSampler._grammar_allows)."""
-    one.id, one.logit, one.p = token, 0.0, 0.0
-    one_arr.size, one_arr.selected = 1, -1
-    llama_cpp.llama_sampler_apply(grammar, ctypes.byref(one_arr))
-    return not math.isinf(one.logit)
 
 
 class _Batch:
@@ -195,9 +186,6 @@ class SpeculativeDecoder:
             self._db = _Batch(self.k + 2)
             self._dl = _Logits(draft_engine._llm.ctx, draft_engine._llm.n_vocab())
             self._dvocab = llama_cpp.llama_model_get_vocab(draft_engine._llm.model)
-            self._one = llama_cpp.llama_token_data()
-            self._one_arr = llama_cpp.llama_token_data_array(
-                data=ctypes.pointer(self._one), size=1, selected=-1, sorted=False)
 
     def close(self) -> None:
         for b in (self._tb, self._db):
@@ -212,12 +200,11 @@ class SpeculativeDecoder:
             raise EngineError("KV_ROLLBACK_FAILED", f"could not remove KV positions >= {n}")
         llm.n_tokens = n
 
-    def _draft_tokens(self, hist: list[int], j: int, grammar_state=None) -> list[int]:
+    def _draft_tokens(self, hist: list[int], j: int, target_sampler: TokenSampler) -> list[int]:
         """j greedy tokens from the draft model after hist; its KV ends up holding hist + drafts[:-1].
 
-        With ``grammar_state`` (the target's grammar sampler, already past ``hist``), the draft
-        samples under a clone of it (lazy single-token check, full pass when the argmax is
-        rejected), so it proposes what the constrained target can accept.
+        The draft samples with a fork of the target's sampler (already past ``hist``): under a
+        copy of its grammar state, so it proposes what the constrained target can accept.
         """
         dllm = self.draft._llm
         n = dllm.n_tokens
@@ -230,28 +217,11 @@ class SpeculativeDecoder:
             n += len(chunk)
             feed = feed[len(chunk):]
         dllm.n_tokens = n
-        chain = g = None
-        if grammar_state is not None:
-            chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-            g = llama_cpp.llama_sampler_clone(grammar_state)
-            llama_cpp.llama_sampler_chain_add(chain, g)
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        sampler = target_sampler.fork(dllm.ctx, dllm.n_vocab())
         out: list[int] = []
         try:
             while True:
-                logits = self._dl.row(-1)
-                t = int(logits.argmax())
-                if g is not None:
-                    ok = lambda x: _allows(g, x, self._one, self._one_arr)  # noqa: E731
-                    if ok(t):
-                        llama_cpp.llama_sampler_accept(g, t)
-                    else:
-                        t2 = constrained_argmax_topk(logits, ok, t, self.grammar_topk)
-                        if t2 is not None:
-                            t = t2
-                            llama_cpp.llama_sampler_accept(g, t)
-                        else:
-                            t = int(llama_cpp.llama_sampler_sample(chain, dllm.ctx, -1))
+                t = sampler.sample_at(-1, self._dl.row(-1))
                 out.append(t)
                 if len(out) >= j or llama_cpp.llama_vocab_is_eog(self._dvocab, t):
                     return out
@@ -260,8 +230,7 @@ class SpeculativeDecoder:
                 n += 1
                 dllm.n_tokens = n
         finally:
-            if chain is not None:
-                llama_cpp.llama_sampler_free(chain)  # frees the clone too
+            sampler.close()
 
     # ---- generation ------------------------------------------------------------------------
     def generate(self, prompt: str, max_tokens: int, grammar: str | None = None,
@@ -337,7 +306,7 @@ class SpeculativeDecoder:
                             drafts = []
                     elif use_draft:
                         td = time.perf_counter()
-                        drafts = self._draft_tokens(hist, j, sampler._grammar)
+                        drafts = self._draft_tokens(hist, j, sampler)
                         draft_ms += (time.perf_counter() - td) * 1e3
                         d_valid = len(hist)  # draft KV: hist + drafts[:-1]
                 batch = [pending] + drafts
@@ -390,8 +359,7 @@ class SpeculativeDecoder:
             # KV and n_tokens may disagree after a failed decode: start the next call clean.
             for e in (eng, self.draft if use_draft else None):
                 if e is not None and e._llm is not None:
-                    e._llm.reset()
-                    e._llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+                    e.reset_cache()
             raise
         finally:
             sampler.close()

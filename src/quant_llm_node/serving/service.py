@@ -138,12 +138,7 @@ class NavigationService:
             path, manifest_sha = resolve_model_path(c.model.name)
         except KeyError as exc:
             raise ConfigureError("MODEL_UNKNOWN", str(exc).strip("'\"")) from exc
-        settings = EngineSettings(
-            model_path=str(path), sha256=c.model.sha256 or manifest_sha, n_ctx=c.engine.n_ctx,
-            n_threads=c.engine.n_threads, n_batch=c.engine.n_batch,
-            n_gpu_layers=c.engine.n_gpu_layers, seed=c.engine.seed, flash_attn=c.engine.flash_attn,
-            kv_cache_type=c.engine.kv_cache_type, use_mmap=c.engine.use_mmap)
-        engine = LlamaEngine(settings)
+        engine = LlamaEngine(self._engine_settings(path, c.model.sha256 or manifest_sha))
         try:
             self.report = engine.load(verify_checksum=c.model.verify_checksum,
                                       pre_load=self._check_memory)
@@ -172,6 +167,14 @@ class NavigationService:
                 log.error("grounding unavailable: %s", exc)
         return self.report
 
+    def _engine_settings(self, path, sha256: str) -> EngineSettings:
+        """The engine section of the config for one model file (target or draft)."""
+        e = self.cfg.engine
+        return EngineSettings(
+            model_path=str(path), sha256=sha256, n_ctx=e.n_ctx, n_threads=e.n_threads,
+            n_batch=e.n_batch, n_gpu_layers=e.n_gpu_layers, seed=e.seed, flash_attn=e.flash_attn,
+            kv_cache_type=e.kv_cache_type, use_mmap=e.use_mmap)
+
     def _speculative(self, engine: LlamaEngine):
         """A SpeculativeDecoder over the target (prompt lookup, or a draft model)."""
         from quant_llm_node.engine.speculative import SpeculativeDecoder
@@ -180,11 +183,7 @@ class NavigationService:
         if c.engine.speculative == "draft":
             if not c.model.draft_name:
                 raise ConfigureError("CONFIG_INVALID", "engine.speculative is draft but model.draft_name is empty")
-            path, sha = resolve_model_path(c.model.draft_name)
-            draft = LlamaEngine(EngineSettings(
-                model_path=str(path), sha256=sha, n_ctx=c.engine.n_ctx, n_threads=c.engine.n_threads,
-                n_batch=c.engine.n_batch, n_gpu_layers=c.engine.n_gpu_layers, seed=c.engine.seed,
-                kv_cache_type=c.engine.kv_cache_type, flash_attn=c.engine.flash_attn))
+            draft = LlamaEngine(self._engine_settings(*resolve_model_path(c.model.draft_name)))
             try:
                 draft.load(verify_checksum=c.model.verify_checksum)
             except (ModelFileError, EngineError) as exc:
