@@ -4,6 +4,7 @@ Everything talks over real Fast DDS on loopback (conftest sets the environment).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -103,3 +104,39 @@ def scenario_request(case: dict, request_id: str = ""):
     state = {k: (math.nan if isinstance(v, float) and math.isnan(v) else v)
              for k, v in (case.get("state") or {}).items()}
     return nav_request(query, case.get("goal", ""), state, request_id, case.get("context_json", ""))
+
+
+def diagnostics_of(ros: Client, node_prefix: str, predicate, timeout: float = 30.0):
+    """The first ``<prefix>: model`` status on /diagnostics that satisfies ``predicate``."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    found: list = []
+    done = threading.Event()
+
+    def on_diag(msg):
+        for st in msg.status:
+            if st.name == f"{node_prefix}: model" and predicate(st):
+                found.append(st)
+                done.set()
+    sub = ros.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    try:
+        done.wait(timeout)
+    finally:
+        ros.node.destroy_subscription(sub)
+    return found[0] if found else None
+
+
+@contextlib.contextmanager
+def refused_configure(ros: Client, namespace: str, params: dict[str, Any], marker: str,
+                      timeout: float = 60.0):
+    """Start a node whose configure must fail: yields (node, its ERROR status naming ``marker``)
+    once it is back in unconfigured and still alive; stops it afterwards."""
+    node = NodeProcess(namespace, {"node.diagnostics_period_s": 0.2, **params}).start()
+    try:
+        st = diagnostics_of(ros, node.name, lambda s: s.level == b"\x02" and marker in s.message,
+                            timeout)
+        assert st is not None, node.log()[-2000:]
+        # the ERROR diagnostic goes out while the failed configure transition is finishing
+        ros.wait_state(node.name, "unconfigured", node, timeout=30)
+        yield node, st
+    finally:
+        assert node.stop() == 0

@@ -1,35 +1,15 @@
 """Lifecycle transitions and configure failures of the node process, driven over ROS."""
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 import yaml
 
 from conftest import ROOT
-from ros_harness import NodeProcess, nav_request
+from ros_harness import NodeProcess, diagnostics_of, nav_request, refused_configure
 
 pytestmark = pytest.mark.ros
-
-
-def diagnostics_of(ros, node_prefix: str, predicate, timeout: float = 30.0):
-    """The first ``<prefix>: model`` status that satisfies ``predicate``."""
-    from diagnostic_msgs.msg import DiagnosticArray
-    found: list = []
-    done = threading.Event()
-
-    def on_diag(msg):
-        for st in msg.status:
-            if st.name == f"{node_prefix}: model" and predicate(st):
-                found.append(st)
-                done.set()
-    sub = ros.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-    try:
-        done.wait(timeout)
-    finally:
-        ros.node.destroy_subscription(sub)
-    return found[0] if found else None
 
 
 def ask(ros, node):
@@ -87,16 +67,9 @@ def test_deactivate_with_work_queued_answers_everything(ros, model_path):
 
 
 def test_missing_model_fails_configure_with_error_diagnostic(ros):
-    node = NodeProcess("lcbad", {"model.name": "/nonexistent/model.gguf",
-                                 "node.diagnostics_period_s": 0.2}).start()
-    try:
-        st = diagnostics_of(ros, node.name, lambda s: s.level == b"\x02")
-        assert st is not None, node.log()[-2000:]
-        assert "MODEL_NOT_FOUND" in st.message
-        ros.wait_state(node.name, "unconfigured", node, timeout=30)  # alive, not configured
-        assert ask(ros, node).error_code == "NODE_INACTIVE"
-    finally:
-        assert node.stop() == 0
+    with refused_configure(ros, "lcbad", {"model.name": "/nonexistent/model.gguf"},
+                           "MODEL_NOT_FOUND") as (node, _):
+        assert ask(ros, node).error_code == "NODE_INACTIVE"  # alive, not configured
 
 
 def test_memory_budget_refusal(ros, model_path, tmp_path):
@@ -104,16 +77,9 @@ def test_memory_budget_refusal(ros, model_path, tmp_path):
     profile.update(name="tiny_budget", memory_budget_mb=300)
     path = tmp_path / "tiny_budget.yaml"
     path.write_text(yaml.safe_dump(profile))
-    node = NodeProcess("lcmem", {"node.device_profile": str(path),
-                                 "node.diagnostics_period_s": 0.2}).start()
-    try:
-        st = diagnostics_of(ros, node.name,
-                            lambda s: s.level == b"\x02" and "MEMORY_BUDGET" in s.message, 60)
-        assert st is not None, node.log()[-2000:]
+    with refused_configure(ros, "lcmem", {"node.device_profile": str(path)},
+                           "MEMORY_BUDGET") as (_, st):
         assert "MiB" in st.message and "Try:" in st.message
-        ros.wait_state(node.name, "unconfigured", node, timeout=30)
-    finally:
-        assert node.stop() == 0
 
 
 def test_gpu_requested_on_cpu_build_warns(ros, model_path):
@@ -135,13 +101,6 @@ def test_gpu_requested_on_cpu_build_warns(ros, model_path):
 
 
 def test_bad_parameter_values_keep_the_node_up(ros):
-    node = NodeProcess("lcparam", {"engine.n_ctx": 10, "model.sha256": 0,
-                                   "node.diagnostics_period_s": 0.2}).start()
-    try:
-        st = diagnostics_of(ros, node.name,
-                            lambda s: s.level == b"\x02" and "invalid parameters" in s.message, 60)
-        assert st is not None, node.log()[-2000:]
+    with refused_configure(ros, "lcparam", {"engine.n_ctx": 10, "model.sha256": 0},
+                           "invalid parameters") as (_, st):
         assert "engine.n_ctx" in st.message and "model.sha256" in st.message
-        ros.wait_state(node.name, "unconfigured", node, timeout=30)
-    finally:
-        assert node.stop() == 0
