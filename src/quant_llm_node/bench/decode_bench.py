@@ -28,19 +28,13 @@ from typing import Callable
 
 import numpy as np
 
+from quant_llm_node.bench.host import loadavg
 from quant_llm_node.engine.llama_engine import EngineSettings, LlamaEngine
 
 ROOT = Path(__file__).resolve().parents[3]
 SCENARIOS = ROOT / "test" / "data" / "scenarios.yaml"
 LONG_PROMPT_USER = ("Write a detailed numbered list of 100 safety rules for a warehouse robot. "
                     "Give each rule one full sentence.")
-
-
-def loadavg() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
 
 
 def load_engine(path: str, threads: int, n_ctx: int = 2048) -> LlamaEngine:

@@ -24,6 +24,14 @@ def _read(path: Path) -> str:
         return ""
 
 
+def loadavg() -> list[float]:
+    """1/5/15-minute load averages, rounded ([] where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
 def cpu_model() -> str:
     """CPU model name from /proc/cpuinfo, else platform.processor()."""
     for line in _read(Path("/proc/cpuinfo")).splitlines():

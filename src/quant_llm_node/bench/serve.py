@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from quant_llm_node.bench.host import cpu_model, loadavg
 from quant_llm_node.bench import serve_engine, serve_report, serve_ros
 
 PHASES = ("overhead", "load", "ttft", "decode")
@@ -68,13 +69,6 @@ def options(argv: list[str] | None) -> argparse.Namespace:
         if getattr(a, key) is None:
             setattr(a, key, value)
     return a
-
-
-def loadavg() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
 
 
 class Meter:
@@ -173,7 +167,6 @@ def run_engine_phases(a, cfg, model_path: str, threads: int, cases: list[dict],
 
 
 def run(a: argparse.Namespace) -> dict:
-    from quant_llm_node.bench.host import cpu_model
     from quant_llm_node.bench.scenarios import load_scenarios
     from quant_llm_node.config import load_config
     from quant_llm_node.models.registry import resolve_model_path
