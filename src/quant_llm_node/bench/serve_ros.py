@@ -21,13 +21,6 @@ PREFIX_LOG = re.compile(r"static prefix (\d+) tokens warmed in (\d+) ms")
 LAT_FIELDS = ("queue_ms", "grounding_ms", "prompt_ms", "first_token_ms", "decode_ms", "total_ms")
 
 
-def _service_qos():
-    """The node's service QoS when it names one (as the load planners use), else rclpy's default."""
-    from rclpy.qos import qos_profile_services_default
-    from quant_llm_node.ros import node as ros_node
-    return getattr(ros_node, "SERVICE_QOS", qos_profile_services_default)
-
-
 class BenchClient:
     """One rclpy node in the benchmark process (rclpy must be initialised)."""
 
@@ -43,7 +36,8 @@ class BenchClient:
     def _client(self, srv_type, name: str):
         key = (srv_type, name)
         if key not in self._clients:
-            cli = self.node.create_client(srv_type, name, qos_profile=_service_qos())
+            from quant_llm_node.ros.node import SERVICE_QOS  # the node's own service QoS
+            cli = self.node.create_client(srv_type, name, qos_profile=SERVICE_QOS)
             if not cli.wait_for_service(timeout_sec=DISCOVERY_TIMEOUT_S):
                 raise RuntimeError(f"{name} not available after {DISCOVERY_TIMEOUT_S:.0f} s")
             self._clients[key] = cli
