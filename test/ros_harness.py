@@ -13,7 +13,7 @@ from typing import Any
 import rclpy
 from rclpy.executors import MultiThreadedExecutor
 
-from quant_llm_node.bench.node_process import NodeProcess as BaseNodeProcess
+from quant_llm_node.ros.node_process import NodeProcess as BaseNodeProcess
 
 SERVICE_TIMEOUT_S = 30.0
 ACTIVE_TIMEOUT_S = 180.0
@@ -91,7 +91,7 @@ def nav_request(query: str, goal: str = "", state: dict | None = None, request_i
                 context: str = "", priority: int = 0, deadline_ms: int = 0):
     """A NavQuery.Request from scenario-style fields."""
     from quant_llm_interfaces.srv import NavQuery
-    from quant_llm_node.cli.query import build_request
+    from quant_llm_node.ros.conversions import build_request
     return build_request(NavQuery, query, goal, dict(state or {}), context, priority,
                          deadline_ms, request_id)
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quant_llm_node.bench import ladder, quality, report, targets
+from quant_llm_node.bench.ladder import quality, report, targets
+from quant_llm_node.bench.ladder import variants as ladder
 from quant_llm_node.engine.gguf_file import read_gguf_info
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +137,7 @@ def test_cli_options_and_serve_dispatch(monkeypatch):
 
 
 def test_perf_worker_in_child(variants, tmp_path):
-    from quant_llm_node.bench.runner import run_child
+    from quant_llm_node.bench.ladder.runner import run_child
     spec = {"model_path": str(variants["Q4_0"]), "threads": THREADS, "n_gpu_layers": 0, "n_ctx": 64,
             "n_batch": 32, "seed": 1, "runs": 1, "warmup": 0, "max_tokens": 2, "prompt_tokens": 8,
             "calibration_path": str(CALIBRATION), "scenarios": []}

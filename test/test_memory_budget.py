@@ -157,10 +157,10 @@ def test_estimate_matches_llama_cpp_buffers(qwen, n_ctx, n_batch, flash_attn, kv
     import subprocess
 
     pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed")
-    from quant_llm_node.deploy.profiles import GGML_TYPE_IDS
+    from quant_llm_node.engine.kv_types import KV_CACHE_TYPES
     proc = subprocess.run(
         [sys.executable, "-c", _PROBE, qwen.path, str(n_ctx), str(n_batch), str(int(flash_attn)),
-         str(GGML_TYPE_IDS[kv_type])], capture_output=True, text=True, timeout=300)
+         str(KV_CACHE_TYPES[kv_type].ggml_type)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     kv_mib = float(re.search(r"CPU KV buffer size =\s*([\d.]+) MiB", proc.stderr).group(1))
     compute_mib = float(re.search(r"CPU compute buffer size =\s*([\d.]+) MiB", proc.stderr).group(1))

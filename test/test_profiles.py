@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from quant_llm_node.engine.kv_types import KV_CACHE_TYPES
 from quant_llm_node.deploy.profiles import (
-    KV_CACHE_TYPES, DeviceProfile, ProfileError, list_profiles, load_profile, profile_from_dict,
+    DeviceProfile, ProfileError, list_profiles, load_profile, profile_from_dict,
     profiles_dir)
 
 ROOT = Path(__file__).resolve().parents[1]

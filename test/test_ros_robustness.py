@@ -135,7 +135,7 @@ def test_node_restart_while_clients_wait(ros, model_path):
 
 
 def test_eight_planners_fifty_queries_each_reconcile(ros, node, public_scenarios):
-    from quant_llm_node.bench.load import run_load
+    from quant_llm_node.bench.serve.load import run_load
     report = run_load(node.service, public_scenarios["scenarios"], clients=8, per_client=50,
                       deadline_ms=1500)
     s = report.summary()

@@ -15,6 +15,8 @@ from typing import Any, Iterator
 
 import yaml
 
+from quant_llm_node.engine.kv_types import KV_CACHE_TYPES
+
 NODE_NAME = "quant_llm_node"
 
 
@@ -50,7 +52,7 @@ class EngineConfig:
     n_gpu_layers: int = setting(0, "layers offloaded to the GPU; -1 = all", lo=-1, hi=10000)
     seed: int = setting(42, "sampling seed", lo=0, hi=2**31 - 1)
     flash_attn: bool = setting(False, "use flash attention (CUDA builds)")
-    kv_cache_type: str = setting("f16", "KV cache element type", choices=("f16", "q8_0", "q4_0"))
+    kv_cache_type: str = setting("f16", "KV cache element type", choices=tuple(KV_CACHE_TYPES))
     max_tokens: int = setting(
         96, "maximum tokens generated per answer without the grammar; with it, never fewer than "
             "the grammar's longest decision, so a constrained answer is never cut off", lo=1, hi=4096)

@@ -1,7 +1,7 @@
 """`quant-llm-bench`: benchmarks of the node's models.
 
   ladder   quantization ladder (F16 .. Q4_0): size, speed, memory, quality, rooflines
-  serve    serving benchmark (when quant_llm_node.bench.serve is installed)
+  serve    serving benchmark (when quant_llm_node.bench.serve.run is installed)
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from quant_llm_node.bench import ladder
-from quant_llm_node.bench.runner import LadderOptions, run_ladder
+from quant_llm_node.bench.ladder import variants as ladder
+from quant_llm_node.bench.ladder.runner import LadderOptions, run_ladder
 
-SERVE_MODULE = "quant_llm_node.bench.serve"
+SERVE_MODULE = "quant_llm_node.bench.serve.run"
 QUICK = dict(variants=list(ladder.QUICK_VARIANTS), runs=1, warmup=0, max_tokens=16, prompt_tokens=64,
              max_scenarios=3, quality_chunks=1)
 

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from quant_llm_node.bench.evaluate import Variant, core_asker, evaluate
+from quant_llm_node.bench.scenario_eval import Variant, core_asker, evaluate
 from quant_llm_node.bench.scenarios import load_scenarios
 from quant_llm_node.config import load_config
 from quant_llm_node.paths import config_dir

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 
@@ -24,23 +23,6 @@ def parse_state(items: list[str]) -> dict:
         else:
             raise ValueError(f"unknown state key '{key}'")
     return out
-
-
-def build_request(srv_type, query: str, goal: str, state: dict, context: str,
-                  priority: int, deadline_ms: int, request_id: str = ""):
-    """A NavQuery.Request from plain values (unknown numbers stay NaN / +inf)."""
-    req = srv_type.Request()
-    req.request_id, req.query, req.goal, req.context_json = request_id, query, goal, context
-    req.priority, req.deadline_ms = priority, deadline_ms
-    s = req.state
-    # float() everywhere: rosidl's C conversion aborts the process on an int in a float field
-    s.pose.x, s.pose.y, s.pose.theta = (float(state.get(k, 0.0)) for k in ("x", "y", "theta"))
-    s.speed_mps = float(state.get("speed_mps", 0.0))
-    s.battery_pct = float(state.get("battery_pct", math.nan))
-    s.obstacle_distance_m = float(state.get("obstacle_distance_m", math.inf))
-    s.people_distances_m = [float(d) for d in state.get("people_distances_m", [])]
-    s.zone = str(state.get("zone", ""))
-    return req
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import rclpy
     from quant_llm_interfaces.srv import NavQuery
-    from quant_llm_node.ros.conversions import response_to_dict
+    from quant_llm_node.ros.conversions import build_request, response_to_dict
 
     rclpy.init(args=ros_args)
     node = rclpy.create_node("quant_llm_query")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from quant_llm_node.engine.gguf_file import GGUFInfo
+from quant_llm_node.engine.kv_types import KV_CACHE_TYPES
 
 if TYPE_CHECKING:  # import cycle free at run time
     from quant_llm_node.deploy.profiles import DeviceProfile
@@ -20,9 +21,6 @@ if TYPE_CHECKING:  # import cycle free at run time
 MIB = 1 << 20
 F32_BYTES = 4
 F16_BYTES = 2
-# Bytes per cached K/V element: f16 = 2; q8_0 = 34-byte blocks of 32; q4_0 = 18-byte blocks of 32.
-KV_BYTES_PER_ELEMENT = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
-KV_SMALLER = {"f16": "q8_0", "q8_0": "q4_0"}
 # llama.cpp rounds the context up to a multiple of 256 cells.
 CTX_PAD = 256
 # llama-cpp-python's default prompt batch (n_ubatch = min(n_batch, 512)).
@@ -147,12 +145,12 @@ class MemoryEstimate:
 
 def kv_cache_bytes(shape: ModelShape, n_ctx: int, kv_cache_type: str = "f16", n_seq: int = 1) -> int:
     """K and V for every layer: n_layer * n_ctx * n_head_kv * (head_dim_k + head_dim_v) * bytes."""
-    if kv_cache_type not in KV_BYTES_PER_ELEMENT:
-        raise BudgetError(f"kv_cache_type must be one of {sorted(KV_BYTES_PER_ELEMENT)}, "
+    if kv_cache_type not in KV_CACHE_TYPES:
+        raise BudgetError(f"kv_cache_type must be one of {sorted(KV_CACHE_TYPES)}, "
                           f"got {kv_cache_type!r}")
     cells = _padded_ctx(n_ctx) * n_seq
     elements = shape.n_layer * cells * shape.n_head_kv * (shape.head_dim_k + shape.head_dim_v)
-    return int(math.ceil(elements * KV_BYTES_PER_ELEMENT[kv_cache_type]))
+    return int(math.ceil(elements * KV_CACHE_TYPES[kv_cache_type].bytes_per_element))
 
 
 def compute_buffer_bytes(shape: ModelShape, n_ctx: int, n_batch: int = DEFAULT_N_BATCH,
@@ -262,14 +260,14 @@ def _advice(estimate: MemoryEstimate, limit: int) -> list[str]:
                 break
         if option is not None:
             tips.append(f"smaller n_ctx {option.n_ctx} ({_effect(estimate, option, limit)})")
-        kv_type = KV_SMALLER.get(estimate.kv_cache_type)
-        while kv_type is not None:
+        kv_type = KV_CACHE_TYPES[estimate.kv_cache_type].smaller
+        while kv_type:
             option = _with(estimate, kv_cache_type=kv_type, flash_attn=True)
-            if option.total_bytes <= limit or KV_SMALLER.get(kv_type) is None:
+            if option.total_bytes <= limit or not KV_CACHE_TYPES[kv_type].smaller:
                 tips.append(f"kv_cache_type {kv_type} with flash_attn true "
                             f"({_effect(estimate, option, limit)})")
                 break
-            kv_type = KV_SMALLER.get(kv_type)
+            kv_type = KV_CACHE_TYPES[kv_type].smaller
         if estimate.n_batch > LEAN_N_BATCH:
             option = _with(estimate, n_batch=LEAN_N_BATCH)
             if option.total_bytes < estimate.total_bytes:

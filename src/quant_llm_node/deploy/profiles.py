@@ -16,12 +16,11 @@ from typing import Any
 
 import yaml
 
+from quant_llm_node.engine.kv_types import KV_CACHE_TYPES
+
 PACKAGE = "quant_llm_node"
 PROFILES_SUBDIR = "profiles"
 PROFILE_SUFFIXES = (".yaml", ".yml")
-KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
-# ggml_type enum values (ggml.h) for llama.cpp's type_k / type_v context parameters.
-GGML_TYPE_IDS = {"f16": 1, "q4_0": 2, "q8_0": 8}
 ALL_LAYERS = -1
 # Profile keys that are also engine settings of the node (quant_llm_node.config.EngineConfig).
 ENGINE_KEYS = ("n_gpu_layers", "n_ctx", "n_threads", "n_batch", "kv_cache_type", "flash_attn")
@@ -70,7 +69,7 @@ class DeviceProfile:
 
     def llama_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``llama_cpp.Llama`` (model_path not included)."""
-        ggml_type = GGML_TYPE_IDS[self.kv_cache_type]
+        ggml_type = KV_CACHE_TYPES[self.kv_cache_type].ggml_type
         return {
             "n_gpu_layers": self.n_gpu_layers,
             "n_ctx": self.n_ctx,

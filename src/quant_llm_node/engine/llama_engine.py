@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from quant_llm_node.engine.gguf_file import GGUFInfo, verify_model_file
+from quant_llm_node.engine.kv_types import KV_CACHE_TYPES
 
-KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # ggml_type ids for type_k / type_v
 
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
@@ -116,7 +116,7 @@ class LlamaEngine:
         self.info = verify_model_file(s.model_path, s.sha256 if verify_checksum else "")
         if pre_load is not None:
             pre_load(self.info)
-        if s.kv_cache_type not in KV_TYPES:
+        if s.kv_cache_type not in KV_CACHE_TYPES:
             raise EngineError("CONFIG_INVALID", f"unknown kv_cache_type {s.kv_cache_type}")
         try:
             import llama_cpp
@@ -128,7 +128,8 @@ class LlamaEngine:
             n_threads_batch=s.threads, n_batch=s.n_batch, n_ubatch=s.n_batch,
             n_gpu_layers=s.n_gpu_layers, seed=s.seed, use_mmap=s.use_mmap,
             logits_all=False, verbose=False,
-            type_k=KV_TYPES[s.kv_cache_type], type_v=KV_TYPES[s.kv_cache_type],
+            type_k=KV_CACHE_TYPES[s.kv_cache_type].ggml_type,
+            type_v=KV_CACHE_TYPES[s.kv_cache_type].ggml_type,
         )
         if s.flash_attn:
             kwargs["flash_attn"] = True

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 ACTIONS = ("continue", "slow_down", "stop", "wait", "reroute", "go_to", "dock")
@@ -68,6 +68,9 @@ class Latency:
     first_token_ms: float = 0.0
     decode_ms: float = 0.0
     total_ms: float = 0.0
+
+
+LATENCY_STAGES = tuple(f.name for f in fields(Latency))  # queue_ms … total_ms, in message order
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Conversions between quant_llm_interfaces messages and the core's plain types."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from quant_llm_node.reasoning.types import NavResponse
+from quant_llm_node.reasoning.types import LATENCY_STAGES, NavResponse
 
 
 def request_to_raw(msg: Any) -> dict[str, Any]:
@@ -26,6 +27,23 @@ def request_to_raw(msg: Any) -> dict[str, Any]:
     }
 
 
+def build_request(srv_type, query: str, goal: str, state: dict, context: str,
+                  priority: int, deadline_ms: int, request_id: str = ""):
+    """A NavQuery.Request from plain values (unknown numbers stay NaN / +inf)."""
+    req = srv_type.Request()
+    req.request_id, req.query, req.goal, req.context_json = request_id, query, goal, context
+    req.priority, req.deadline_ms = priority, deadline_ms
+    s = req.state
+    # float() everywhere: rosidl's C conversion aborts the process on an int in a float field
+    s.pose.x, s.pose.y, s.pose.theta = (float(state.get(k, 0.0)) for k in ("x", "y", "theta"))
+    s.speed_mps = float(state.get("speed_mps", 0.0))
+    s.battery_pct = float(state.get("battery_pct", math.nan))
+    s.obstacle_distance_m = float(state.get("obstacle_distance_m", math.inf))
+    s.people_distances_m = [float(d) for d in state.get("people_distances_m", [])]
+    s.zone = str(state.get("zone", ""))
+    return req
+
+
 def fill_response(out: Any, resp: NavResponse, with_request_id: bool = True) -> Any:
     """Copy a NavResponse into NavQuery.Response / QueryResult / Reason.Result."""
     if with_request_id:
@@ -42,7 +60,7 @@ def fill_response(out: Any, resp: NavResponse, with_request_id: bool = True) -> 
     out.decision.rules_fired = list(d.rules_fired)
     out.raw_text = resp.raw_text
     lat = resp.latency
-    for name in ("queue_ms", "grounding_ms", "prompt_ms", "first_token_ms", "decode_ms", "total_ms"):
+    for name in LATENCY_STAGES:
         setattr(out.latency, name, float(getattr(lat, name)))
     out.prompt_tokens = int(resp.prompt_tokens)
     out.completion_tokens = int(resp.completion_tokens)
@@ -61,8 +79,7 @@ def response_to_dict(msg: Any) -> dict[str, Any]:
                      "target_place_id": d.target_place_id, "reason": d.reason,
                      "source": d.source, "rules_fired": list(d.rules_fired)},
         "raw_text": msg.raw_text,
-        "latency_ms": {k: round(getattr(lat, k), 2) for k in (
-            "queue_ms", "grounding_ms", "prompt_ms", "first_token_ms", "decode_ms", "total_ms")},
+        "latency_ms": {k: round(getattr(lat, k), 2) for k in LATENCY_STAGES},
         "prompt_tokens": msg.prompt_tokens, "completion_tokens": msg.completion_tokens,
         "model_id": msg.model_id,
     }

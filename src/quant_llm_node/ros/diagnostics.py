@@ -7,6 +7,8 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from quant_llm_node.reasoning.types import LATENCY_STAGES
+
 OK, WARN, ERROR, STALE = (DiagnosticStatus.OK, DiagnosticStatus.WARN,
                           DiagnosticStatus.ERROR, DiagnosticStatus.STALE)
 
@@ -71,7 +73,7 @@ def latency_status(prefix: str, snap: dict, roofline: dict | None = None) -> Sta
     st = snap["stages"]
     c = snap["counters"]
     values: dict[str, Any] = {}
-    for stage in ("total_ms", "queue_ms", "grounding_ms", "prompt_ms", "first_token_ms", "decode_ms"):
+    for stage in LATENCY_STAGES:
         for p, v in st[stage].items():
             values[f"{stage[:-3]}_{p}_ms"] = v
     values.update({

@@ -7,9 +7,7 @@ from typing import Iterable
 
 import numpy as np
 
-from quant_llm_node.reasoning.types import SOURCE_FALLBACK, SOURCE_SAFETY, NavResponse
-
-STAGES = ("queue_ms", "grounding_ms", "prompt_ms", "first_token_ms", "decode_ms", "total_ms")
+from quant_llm_node.reasoning.types import LATENCY_STAGES as STAGES, SOURCE_FALLBACK, SOURCE_SAFETY, NavResponse
 PERCENTILES = (50, 95, 99)
 
 

@@ -1,6 +1,6 @@
 """Soak benchmark (not in CI): the node under mixed queries for a long time, RSS sampled.
 
-    python -m quant_llm_node.bench.soak --minutes 30 --out results/soak
+    python -m quant_llm_node.bench.serve.soak --minutes 30 --out results/soak
 
 Runs planner processes in rounds (run_load) against one node process, samples the node's RSS
 every ``--sample-s`` seconds, and reports growth after a warm-up (first samples excluded),
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from quant_llm_node.bench.load import run_load
-from quant_llm_node.bench.node_process import NodeProcess
+from quant_llm_node.bench.serve.load import run_load
+from quant_llm_node.ros.node_process import NodeProcess
 from quant_llm_node.bench.scenarios import load_scenarios
 
 ACTIVE_TIMEOUT_S = 300.0

@@ -1,4 +1,4 @@
-"""Child-process entry: ``python -m quant_llm_node.bench.worker {perf|quality} SPEC.json OUT.json``.
+"""Child-process entry: ``python -m quant_llm_node.bench.ladder.worker {perf|quality} SPEC.json OUT.json``.
 
 Each variant is measured in a fresh process so its RSS and load time are its own.
 Progress lines go to stdout (the runner relays them); the result goes to OUT.json.
@@ -17,7 +17,7 @@ def _progress(line: str) -> None:
 def quality(spec: dict) -> dict:
     """Score the calibration text; save or compare against the reference distributions."""
     from quant_llm_node.bench.host import peak_rss_bytes
-    from quant_llm_node.bench.quality import RefDist, evaluate_model
+    from quant_llm_node.bench.ladder.quality import RefDist, evaluate_model
     ref_path = spec.get("reference_path")
     reference = RefDist.load(Path(ref_path)) if ref_path else None
     save = spec.get("save_reference_path")
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     kind, spec_path, out_path = (argv if argv is not None else sys.argv[1:])
     spec = json.loads(Path(spec_path).read_text())
     if kind == "perf":
-        from quant_llm_node.bench.perf import run
+        from quant_llm_node.bench.ladder.perf import run
         result = run(spec, _progress)
     elif kind == "quality":
         result = quality(spec)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from quant_llm_node.bench.host import cpu_model, loadavg
-from quant_llm_node.bench import serve_engine, serve_report, serve_ros
+from quant_llm_node.bench.serve import engine as serve_engine, report as serve_report, ros_side as serve_ros
 
 PHASES = ("overhead", "load", "ttft", "decode")
 NAMESPACE = "serve_bench"
@@ -93,8 +93,8 @@ def _default_out() -> Path:
 def run_node_phases(a, model: str, threads: int, cases: list[dict], res: dict) -> list[dict]:
     """Overhead and load against the node process; returns the sequential model records."""
     import rclpy
-    from quant_llm_node.bench.load import run_load
-    from quant_llm_node.bench.node_process import NodeProcess
+    from quant_llm_node.bench.serve.load import run_load
+    from quant_llm_node.ros.node_process import NodeProcess
 
     params: dict[str, Any] = {"model.name": model, "engine.n_threads": threads}
     if a.queue_size:

@@ -8,7 +8,7 @@ import re
 import time
 from typing import Any
 
-from quant_llm_node.bench.node_process import NodeProcess
+from quant_llm_node.ros.node_process import NodeProcess
 from quant_llm_node.bench.scenarios import raw_request
 
 ACTIVE_TIMEOUT_S = 180.0
@@ -18,7 +18,6 @@ POLL_S = 0.5
 CALL_TIMEOUT_S = 120.0
 STATE_ACTIVE = 3
 PREFIX_LOG = re.compile(r"static prefix (\d+) tokens warmed in (\d+) ms")
-LAT_FIELDS = ("queue_ms", "grounding_ms", "prompt_ms", "first_token_ms", "decode_ms", "total_ms")
 
 
 class BenchClient:
@@ -76,7 +75,7 @@ class BenchClient:
 def _record(resp, rtt: float) -> dict[str, Any]:
     if resp is None:
         return {"status": "lost", "round_trip_ms": rtt}
-    lat = {k: float(getattr(resp.latency, k)) for k in LAT_FIELDS}
+    lat = {k: float(getattr(resp.latency, k)) for k in LATENCY_STAGES}
     return {"status": "answered" if resp.success else "rejected", "error_code": resp.error_code,
             "source": resp.decision.source, "round_trip_ms": rtt,
             "overhead_ms": rtt - lat["total_ms"], "prompt_tokens": int(resp.prompt_tokens),
@@ -86,7 +85,7 @@ def _record(resp, rtt: float) -> dict[str, Any]:
 def sequential(client: BenchClient, service: str, raws: list[dict]) -> list[dict[str, Any]]:
     """Send requests one after another; one record per request (nothing dropped)."""
     from quant_llm_interfaces.srv import NavQuery
-    from quant_llm_node.cli.query import build_request
+    from quant_llm_node.ros.conversions import build_request
     out = []
     for raw in raws:
         req = build_request(NavQuery, raw["query"], raw["goal"], raw["state"], raw["context_json"],

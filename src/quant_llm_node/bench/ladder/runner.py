@@ -14,11 +14,11 @@ from pathlib import Path
 import yaml
 
 import quant_llm_node
-from quant_llm_node.bench import estimate, ladder
+from quant_llm_node.bench.ladder import estimate, variants as ladder
 from quant_llm_node.bench.host import host_info
-from quant_llm_node.bench.quality import KL_TOP_K, QUALITY_CTX
-from quant_llm_node.bench.report import MIB, PERCENT, write_all
-from quant_llm_node.bench.targets import host_bandwidth_gbps, roofline_fields, target_bandwidths
+from quant_llm_node.bench.ladder.quality import KL_TOP_K, QUALITY_CTX
+from quant_llm_node.bench.ladder.report import MIB, PERCENT, write_all
+from quant_llm_node.bench.ladder.targets import host_bandwidth_gbps, roofline_fields, target_bandwidths
 from quant_llm_node.engine.gguf_file import read_gguf_info
 from quant_llm_node.models.registry import resolve_model_path
 from quant_llm_node.paths import cache_dir, repo_root
@@ -99,7 +99,7 @@ def run_child(kind: str, spec: dict, work: Path, tag: str, log_path: Path, progr
     env = dict(os.environ)
     src = str(Path(quant_llm_node.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-    cmd = [sys.executable, "-m", "quant_llm_node.bench.worker", kind, str(spec_path), str(out_path)]
+    cmd = [sys.executable, "-m", "quant_llm_node.bench.ladder.worker", kind, str(spec_path), str(out_path)]
     t0 = time.perf_counter()
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)

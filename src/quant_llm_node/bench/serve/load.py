@@ -70,7 +70,7 @@ def _planner(client_id: int, service: str, cases: list[dict], n: int, deadline_m
              seed: int, start_at: float, queue: Any) -> None:
     import rclpy
     from quant_llm_interfaces.srv import NavQuery
-    from quant_llm_node.cli.query import build_request
+    from quant_llm_node.ros.conversions import build_request
 
     rng = random.Random(seed)
     rclpy.init()
