@@ -106,15 +106,16 @@ def scenario_request(case: dict, request_id: str = ""):
     return nav_request(query, case.get("goal", ""), state, request_id, case.get("context_json", ""))
 
 
-def diagnostics_of(ros: Client, node_prefix: str, predicate, timeout: float = 30.0):
-    """The first ``<prefix>: model`` status on /diagnostics that satisfies ``predicate``."""
+def diagnostics_of(ros: Client, node_prefix: str, predicate, timeout: float = 30.0,
+                   status: str = "model"):
+    """The first ``<prefix>: <status>`` status on /diagnostics that satisfies ``predicate``."""
     from diagnostic_msgs.msg import DiagnosticArray
     found: list = []
     done = threading.Event()
 
     def on_diag(msg):
         for st in msg.status:
-            if st.name == f"{node_prefix}: model" and predicate(st):
+            if st.name == f"{node_prefix}: {status}" and predicate(st):
                 found.append(st)
                 done.set()
     sub = ros.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
@@ -140,3 +141,37 @@ def refused_configure(ros: Client, namespace: str, params: dict[str, Any], marke
         yield node, st
     finally:
         assert node.stop() == 0
+
+
+def diagnostic_array(ros: Client, predicate, timeout: float = 30.0):
+    """The first DiagnosticArray on /diagnostics that satisfies ``predicate`` (or None)."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    found: list = []
+    done = threading.Event()
+
+    def on_diag(msg):
+        if not found and predicate(msg):
+            found.append(msg)
+            done.set()
+    sub = ros.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    try:
+        done.wait(timeout)
+    finally:
+        ros.node.destroy_subscription(sub)
+    return found[0] if found else None
+
+
+def set_parameters(ros: Client, node_name: str, values: dict[str, Any]):
+    """Set parameters of another process's node through its parameter service; the results."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+    req = SetParameters.Request()
+    req.parameters = [Parameter(name, value=value).to_parameter_msg() for name, value in values.items()]
+    return ros.call(SetParameters, f"/{node_name}/set_parameters", req, timeout=30).results
+
+
+def describe_parameters(ros: Client, node_name: str, names: list[str]):
+    """ParameterDescriptors of another process's node."""
+    from rcl_interfaces.srv import DescribeParameters
+    req = DescribeParameters.Request(names=names)
+    return ros.call(DescribeParameters, f"/{node_name}/describe_parameters", req, timeout=30).descriptors

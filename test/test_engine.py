@@ -3,16 +3,17 @@ import json
 
 import pytest
 
+from quant_llm_node.config import EngineConfig
 from quant_llm_node.engine.llama_engine import EngineError, EngineSettings, LlamaEngine
 from quant_llm_node.reasoning.prompt import PromptBuilder
 from quant_llm_node.reasoning.schema import DecisionSchema
 from quant_llm_node.reasoning.types import ACTIONS, NavRequest, RobotState
-from quant_llm_node.serving.service import load_map
+from quant_llm_node.reasoning.task import load_map
 
 
 @pytest.fixture(scope="module")
 def engine(model_path):
-    e = LlamaEngine(EngineSettings(str(model_path), n_ctx=1024, n_threads=2))
+    e = LlamaEngine(EngineSettings.from_config(EngineConfig(n_ctx=1024, n_threads=2), model_path))
     report = e.load(verify_checksum=False)
     assert report.n_layers == 24 and report.backend.startswith("llama.cpp")
     yield e
@@ -73,7 +74,7 @@ def test_a_prompt_without_room_for_the_answer_is_a_context_overflow(engine):
     before any decoding, rather than cut off at the end of the context."""
     prompt = "obstacle ahead " * 300
     n_prompt = engine.count_tokens(prompt)
-    room = engine._llm.n_ctx() - n_prompt
+    room = engine.n_ctx - n_prompt
     assert 1 < room < 500
     assert engine.generate(prompt, 2, min_room=room).completion_tokens >= 1
     with pytest.raises(EngineError) as info:
@@ -90,19 +91,17 @@ def test_bad_grammar_is_refused(engine):
 def test_grammar_reason_accepts_printable_ascii_only(engine, prompts):
     """Inside the reason string the grammar takes printable ASCII and refuses other text, so
     each generated token adds at least one character (the schema's token bound holds)."""
-    from quant_llm_node.engine.sampling import TokenSampler
     _, schema = prompts
-    llm = engine._llm
-    sampler = TokenSampler(llm.model, llm.ctx, llm.n_vocab(), schema.gbnf())
+    sampler = engine.sampler(schema.gbnf())
     try:
-        for tok in engine._llm.tokenize(b'{"action": "stop", "speed": 0.0, "target": "", "reason": "',
-                                        add_bos=False):
-            assert sampler._grammar_allows(tok)
+        for tok in engine.tokenize('{"action": "stop", "speed": 0.0, "target": "", "reason": "',
+                                   add_bos=False, special=False):
+            assert sampler.allows(tok)
             sampler.accept(tok)
-        one = lambda text: engine._llm.tokenize(text.encode(), add_bos=False)[0]
-        assert sampler._grammar_allows(one("person"))
+        one = lambda text: engine.tokenize(text, add_bos=False, special=False)[0]
+        assert sampler.allows(one("person"))
         for text in ("\u00e9t\u00e9", "\u2192", "\n", "\\n"):
-            assert not sampler._grammar_allows(one(text)), text
+            assert not sampler.allows(one(text)), text
     finally:
         sampler.close()
 

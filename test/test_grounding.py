@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from quant_llm_node.grounding import Embedder, GroundingConfig, PlaceIndex, check, load_places, recipe
+from quant_llm_node.grounding import Embedder, GroundingSettings, PlaceIndex, check, load_places, recipe
 from quant_llm_node.grounding.tokenizer import WordPieceTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def artifacts():
 
 @pytest.fixture(scope="session")
 def config():
-    return GroundingConfig.from_yaml(ROOT / "config" / "grounding.yaml")
+    return GroundingSettings.from_yaml(ROOT / "config" / "grounding.yaml")
 
 
 @pytest.fixture(scope="session")

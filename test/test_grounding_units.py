@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from quant_llm_node.grounding import GroundingConfig, recipe
+from quant_llm_node.grounding import GroundingSettings, recipe
 from quant_llm_node.grounding.config import LexicalConfig
 from quant_llm_node.grounding.lexical import parse_goal
 from quant_llm_node.grounding.places import parse_places
-from quant_llm_node.grounding.text import clean_text, words
+from quant_llm_node.grounding.text import clean_goal_text, words
 from quant_llm_node.grounding.tokenizer import WordPieceTokenizer, basic_tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,8 +50,8 @@ def test_encode_adds_specials_and_truncates_without_padding(tok):
 
 
 def test_clean_text_drops_controls_and_ansi():
-    assert clean_text("\x00\x07stop\x1b[2J  now\u200b") == "stop now"
-    assert clean_text("\x00\x07\x1b[2J") == ""
+    assert clean_goal_text("\x00\x07stop\x1b[2J  now\u200b") == "stop now"
+    assert clean_goal_text("\x00\x07\x1b[2J") == ""
 
 
 def test_words_split_numbers_and_stem():
@@ -68,7 +68,7 @@ def test_goal_split_at_relation_word():
 
 
 def test_config_file_equals_defaults_and_is_complete():
-    assert GroundingConfig.from_yaml(ROOT / "config" / "grounding.yaml") == GroundingConfig()
+    assert GroundingSettings.from_yaml(ROOT / "config" / "grounding.yaml") == GroundingSettings()
 
 
 @pytest.mark.parametrize("bad", [{"nope": 1}, {"lexical": {"min_scor": 0.5}},
@@ -77,7 +77,7 @@ def test_config_file_equals_defaults_and_is_complete():
                                  {"model": {"intra_op_threads": 0}}])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
-        GroundingConfig.from_dict(bad)
+        GroundingSettings.from_dict(bad)
 
 
 @pytest.mark.parametrize("items", [[{"id": "a", "name": "x"}, {"id": "a", "name": "y"}],

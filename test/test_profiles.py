@@ -49,7 +49,7 @@ def test_shipped_set_and_jetson_specifics():
     assert set(SHIPPED) <= set(list_profiles())
     for name in ("agx_orin_64gb", "orin_nx_16gb", "orin_nano_8gb"):
         p = load_profile(name)
-        assert p.unified_memory and p.n_gpu_layers == -1 and p.offloads_to_gpu
+        assert p.unified_memory and p.n_gpu_layers == -1 and p.n_gpu_layers != 0
     cpu = load_profile("x86_cpu")
     assert cpu.n_gpu_layers == 0 and not cpu.unified_memory
 
@@ -79,11 +79,12 @@ def test_colcon_share_layout_via_env(tmp_path, monkeypatch):
     assert load_profile("robot_x").n_gpu_layers == -1
 
 
-def test_llama_kwargs_and_replace():
+def test_engine_kwargs_and_replace():
+    from quant_llm_node.engine.llama_engine import EngineSettings
     p = load_profile("orin_nx_16gb")
-    kw = p.llama_kwargs()
-    assert kw["n_gpu_layers"] == -1 and kw["flash_attn"] is True
-    assert kw["type_k"] == kw["type_v"] == 8  # GGML_TYPE_Q8_0
+    kw = EngineSettings.from_config(p, "m.gguf")  # what the engine loads with under this profile
+    assert kw.n_gpu_layers == -1 and kw.flash_attn is True
+    assert KV_CACHE_TYPES[kw.kv_cache_type].ggml_type == 8  # GGML_TYPE_Q8_0, for type_k and type_v
     q = p.replace(n_ctx=2048)
     assert q.n_ctx == 2048 and p.n_ctx == 4096
     with pytest.raises(ProfileError, match="unknown key"):
@@ -157,7 +158,9 @@ def test_engine_settings_match_node_engine_config():
     import dataclasses
 
     from quant_llm_node.config import EngineConfig
+    from quant_llm_node.deploy.profiles import ENGINE_KEYS
     names = {f.name for f in dataclasses.fields(EngineConfig)}
-    settings = load_profile("orin_nano_8gb").engine_settings()
+    profile = load_profile("orin_nano_8gb")
+    settings = {key: getattr(profile, key) for key in ENGINE_KEYS}
     assert set(settings) <= names, set(settings) - names
     assert settings["kv_cache_type"] == "q8_0" and settings["n_gpu_layers"] == -1

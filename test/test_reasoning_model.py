@@ -6,21 +6,33 @@ import pytest
 
 from quant_llm_node.bench.scenarios import raw_request
 from quant_llm_node.config import Config
-from quant_llm_node.serving.components import grounder_factory
+from quant_llm_node.reasoning.task import DecisionTask
+from quant_llm_node.serving.assembly import assemble
 from quant_llm_node.serving.service import NavigationService
 
 
+def started(cfg: Config, grounding: bool = True):
+    """(assembly, started service) for cfg; stop the service and close the assembly after."""
+    assembly = assemble(cfg, grounding=grounding)
+    svc = NavigationService(assembly.cfg, assembly.pipeline())
+    svc.start()
+    return assembly, svc
+
+
 @pytest.fixture(scope="module")
-def service(model_path):
+def loaded(model_path):
     cfg = Config()
     cfg.engine.n_threads = 2
     cfg.model.verify_checksum = False
-    svc = NavigationService(cfg, grounder_factory)
-    svc.configure()
-    svc.start()
-    yield svc
+    assembly, svc = started(cfg)
+    yield assembly, svc
     svc.stop()
-    svc.cleanup()
+    assembly.close()
+
+
+@pytest.fixture(scope="module")
+def service(loaded):
+    return loaded[1]
 
 
 LONG_DEADLINE_MS = 300_000
@@ -49,11 +61,11 @@ def test_public_scenarios_parse_and_never_do_forbidden_actions(service, public_s
         resp = service.ask(raw_request({**case, "deadline_ms": LONG_DEADLINE_MS}), 600)
         assert resp.success and not resp.error_code, (case["id"], resp.error_message)
         assert resp.decision.source in ("llm", "safety_override")
-        assert resp.raw_text.isascii() and len(resp.raw_text) <= service.schema.max_output_chars()
+        assert resp.raw_text.isascii() and len(resp.raw_text) <= service.pipeline.task.schema.max_output_chars()
         assert resp.completion_tokens <= len(resp.raw_text)
         assert resp.decision.action not in case.get("forbidden", []), case["id"]
         if case.get("expect_place") and case.get("goal"):
-            assert resp.grounding["place_id"] == case["expect_place"], case["id"]
+            assert resp.grounding.place_id == case["expect_place"], case["id"]
 
 
 def test_a_small_max_tokens_never_cuts_a_constrained_decision(model_path):
@@ -63,10 +75,9 @@ def test_a_small_max_tokens_never_cuts_a_constrained_decision(model_path):
     cfg.engine.n_threads = 2
     cfg.model.verify_checksum = False
     cfg.engine.max_tokens = 1
-    svc = NavigationService(cfg, None)
-    assert svc.max_tokens == svc.schema.max_output_chars() > 100
-    svc.configure()
-    svc.start()
+    task = DecisionTask.from_config(cfg)
+    assert task.max_tokens == task.schema.max_output_chars() > 100
+    assembly, svc = started(cfg, grounding=False)
     try:
         resp = svc.ask(raw_request({"id": "short", "deadline_ms": LONG_DEADLINE_MS,
                                     "query": "The aisle ahead is clear for 10 m. Continue?",
@@ -75,34 +86,33 @@ def test_a_small_max_tokens_never_cuts_a_constrained_decision(model_path):
         assert resp.decision.source in ("llm", "safety_override") and resp.completion_tokens > 1
     finally:
         svc.stop()
-        svc.cleanup()
+        assembly.close()
     cfg.engine.use_grammar = False
-    assert NavigationService(cfg, None).max_tokens == 1
+    assert DecisionTask.from_config(cfg).max_tokens == 1
 
 
-def test_no_room_for_the_decision_is_a_marked_context_overflow(service):
+def test_no_room_for_the_decision_is_a_marked_context_overflow(loaded):
     """A prompt that fits the context but leaves less room than the longest decision gets the
     marked fallback with CONTEXT_OVERFLOW, never a decision cut off by the context's end."""
     from quant_llm_node.reasoning.validation import validate_request
     raw = raw_request({"id": "room", "deadline_ms": LONG_DEADLINE_MS,
                        "query": "The aisle ahead is clear for 10 m. Continue?",
                        "state": {"obstacle_distance_m": 10.0}})
-    n_prompt = service.engine.count_tokens(
-        service.prompts.build(validate_request(raw, service.cfg.serving)))
+    assembly, service = loaded
+    n_prompt = assembly.engine.count_tokens(
+        assembly.prompts.build(validate_request(raw, service.cfg.serving)))
     cfg = Config()
     cfg.engine.n_threads = 2
     cfg.model.verify_checksum = False
-    cfg.engine.n_ctx = n_prompt + service.max_tokens // 2
-    tight = NavigationService(cfg, None)
-    tight.configure()
-    tight.start()
+    cfg.engine.n_ctx = n_prompt + assembly.task.max_tokens // 2
+    tight_assembly, tight = started(cfg, grounding=False)
     try:
         resp = tight.ask(raw, 300)
         assert resp.success and resp.error_code == "CONTEXT_OVERFLOW", resp.error_message
         assert resp.decision.source == "fallback" and resp.completion_tokens == 0
     finally:
         tight.stop()
-        tight.cleanup()
+        tight_assembly.close()
 
 
 def test_speculative_lookup_serves_the_same_decisions(service, model_path):
@@ -112,9 +122,7 @@ def test_speculative_lookup_serves_the_same_decisions(service, model_path):
     cfg.engine.n_threads = 2
     cfg.model.verify_checksum = False
     cfg.engine.speculative = "lookup"
-    spec = NavigationService(cfg, grounder_factory)
-    spec.configure()
-    spec.start()
+    spec_assembly, spec = started(cfg)
     try:
         case = {"id": "spec", "query": "The corridor ahead is empty. Continue to the packing station?",
                 "goal": "packing station", "deadline_ms": LONG_DEADLINE_MS,
@@ -126,4 +134,4 @@ def test_speculative_lookup_serves_the_same_decisions(service, model_path):
         assert spec.metrics.snapshot()["counters"].get("spec_drafted", 0) > 0
     finally:
         spec.stop()
-        spec.cleanup()
+        spec_assembly.close()

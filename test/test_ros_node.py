@@ -195,7 +195,7 @@ def test_reason_action_streams_feedback_and_can_be_cancelled(ros, node):
     assert result.result.success and result.result.decision.action
     assert len(feedback) >= 2
     assert [f.tokens_so_far for f in feedback] == sorted(f.tokens_so_far for f in feedback)
-    assert result.result.raw_text.startswith(feedback[-1].partial_text[:10])
+    assert result.result.raw_text.startswith(feedback[-1].unchecked_partial_text[:10])
 
     # cancel while it generates: the answer is CANCELLED and the node keeps serving
     first_token = threading.Event()
@@ -210,3 +210,31 @@ def test_reason_action_streams_feedback_and_can_be_cancelled(ros, node):
     client.destroy()
     assert query(ros, node, query="The aisle is clear for 10 m.",
                  state={"obstacle_distance_m": 10.0}).success
+
+
+def test_reason_feedback_carries_only_the_safety_checked_action(ros, node):
+    """A person 0.5 m ahead and a report that pushes the model to drive on: once the action is
+    decoded the feedback offers the rules' action (stop), never the model's own."""
+    import json
+    from rclpy.action import ActionClient
+    from quant_llm_interfaces.action import Reason
+    client = ActionClient(ros.node, Reason, f"/{node.name}/reason")
+    assert client.wait_for_server(timeout_sec=30)
+    feedback: list = []
+    goal = _reason_goal("All clear, nothing ahead. Continue at full speed to finish the route.",
+                        people_distances_m=[0.5], speed_mps=1.0, obstacle_distance_m=20.0)
+    handle = _wait(client.send_goal_async(goal, feedback_callback=lambda f: feedback.append(f.feedback)))
+    result = _wait(handle.get_result_async()).result
+    client.destroy()
+    assert result.success and result.decision.action in ("stop", "wait")
+    model_action = json.loads(result.raw_text)["action"]
+    checked = [f for f in feedback if f.checked_action]
+    assert checked, "the action was decoded, so feedback must carry the checked action"
+    assert all(f.checked_action == result.decision.action for f in checked)
+    assert all(f.checked_action not in ("continue", "go_to", "slow_down", "reroute", "dock") for f in feedback)
+    assert all(not f.checked_action for f in feedback[:1])  # nothing to check before the action
+    if model_action != result.decision.action:  # the rules overrode the model
+        assert all(f.checked_source == "safety_override" for f in checked)
+        assert any(f'"action": "{model_action}"' in f.unchecked_partial_text for f in feedback)
+    assert model_action != result.decision.action, (
+        "this case exists to show an override; the model chose " + model_action)

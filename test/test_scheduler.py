@@ -28,7 +28,7 @@ class Recorder:
         return NavResponse(job.request.request_id, True, decision=Decision("stop", source="llm"))
 
 
-def late(job, why):
+def late(job, why, detail=""):
     return NavResponse(job.request.request_id, True, "DEADLINE_EXCEEDED", why,
                        decision=Decision("wait", source="fallback"))
 

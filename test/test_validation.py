@@ -79,6 +79,9 @@ def test_bad_state_names_the_field(state, field):
     ({"goal": "g" * 1000}, E.INVALID_GOAL),
     ({"context_json": "[1, 2]"}, E.INVALID_CONTEXT_JSON),
     ({"context_json": "x" * 5000}, E.INVALID_TEXT),
+    ({"context_json": "[" * 1500 + "]" * 1500}, E.INVALID_CONTEXT_JSON),  # past json's recursion limit
+    ({"context_json": '{"note": "\\ud800"}'}, E.INVALID_CONTEXT_JSON),  # escaped lone surrogate
+    ({"state": {"zone": "aisle_\ud800"}}, E.INVALID_TEXT),
 ])
 def test_other_bad_fields(kw, code):
     assert code_of(raw(**kw)) == code

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -66,6 +67,10 @@ class EngineConfig:
     memory_bandwidth_gbps: float = setting(0.0, "memory bandwidth for the decode roofline; "
                                                 "0 = the device profile's, else measured", lo=0.0,
                                            hi=10000.0)
+    backend: str = setting("local", "who generates decisions: local (this process's model), remote "
+                                    "(the inference server in the remote section) or hybrid (the "
+                                    "server first, the local model when it fails or is slow)",
+                           choices=("local", "remote", "hybrid"))
 
 
 @dataclass
@@ -108,6 +113,22 @@ class SafetyConfig:
     zone_speed_limits: list = setting(["aisle_3:0.8", "packing:0.5", "elevator:0.3",
                                        "loading_bay:1.0"],
                                       "per-zone speed limits as 'zone_id:mps' strings")
+    text_hazard_rules: bool = setting(True, "a hazard named in the report text (person down, fallen "
+                                            "goods, spill, fire or smoke, closing door, something "
+                                            "coming toward the robot, blocked way, stop order) "
+                                            "halts the robot (reroute allowed) even when the state "
+                                            "shows nothing; a wet floor slows it")
+    strict_targets: bool = setting(True, "only the planner's grounded goal can be a go_to / reroute "
+                                         "target (go_to without a goal becomes continue); dock only "
+                                         "at a dock, when the battery or a dock goal justifies it")
+    battery_low_pct: float = setting(20.0, "low battery (above battery_dock_pct): with no planner "
+                                           "goal, continue becomes dock; with strict_targets, the "
+                                           "model may choose dock only at or below this level or "
+                                           "for a dock goal (0 = off)", lo=0.0, hi=100.0)
+    slow_zone_no_travel: bool = setting(True, "a person inside person_slow_distance_m turns "
+                                              "continue, go_to and dock into slow_down; an obstacle "
+                                              "inside obstacle_slow_distance_m turns continue into "
+                                              "slow_down and go_to into reroute toward the goal")
 
 
 @dataclass
@@ -115,6 +136,43 @@ class GroundingConfig:
     enabled: bool = setting(True, "ground free-text goals to map places with the embedder")
     places_file: str = setting("places.yaml", "map places (relative to config/ or absolute)")
     settings_file: str = setting("grounding.yaml", "embedder and threshold settings")
+
+
+@dataclass
+class RemoteConfig:
+    """The inference server used by engine.backend remote and hybrid (llama.cpp or vLLM)."""
+
+    url: str = setting("", "server base URL, e.g. https://gpu-server.site:8443 (the engine posts "
+                           "to URL/v1/completions); credentials in the URL are refused")
+    api: str = setting("llama_cpp", "server dialect: llama_cpp (llama.cpp server or "
+                                    "llama-cpp-python server: grammar, cache_prompt) or vllm "
+                                    "(structured_outputs.grammar)", choices=("llama_cpp", "vllm"))
+    model: str = setting("", "model name sent with each request (vLLM: the served model name; "
+                             "llama.cpp servers ignore it)")
+    ca_file: str = setting("", "PEM file of the CA that signs the server's TLS certificate; "
+                               "empty = the system CAs")
+    token_file: str = setting("", "file holding the bearer token (the token itself is never a "
+                                  "parameter); empty = token_env or no token")
+    token_env: str = setting("", "name of the environment variable holding the bearer token; "
+                                 "empty = token_file or no token")
+    allow_insecure_http: bool = setting(False, "allow plain http to a host that is not loopback "
+                                               "(prompts and token travel unencrypted)")
+    connect_timeout_s: float = setting(1.0, "TCP and TLS connect timeout", lo=0.01, hi=60.0)
+    read_timeout_s: float = setting(5.0, "longest wait for the next bytes of an answer, the "
+                                         "first token included", lo=0.05, hi=600.0)
+    poll_interval_s: float = setting(0.02, "how often a waiting stream checks cancel, preemption "
+                                           "and the deadline", lo=0.001, hi=1.0)
+    deadline_share: float = setting(0.5, "hybrid: share of the request's remaining deadline the "
+                                         "server gets before the local model answers", lo=0.05,
+                                    hi=1.0)
+    breaker_failures: int = setting(3, "consecutive remote failures that open the circuit (then "
+                                       "requests skip the server at once)", lo=1, hi=1000)
+    breaker_cooldown_s: float = setting(10.0, "seconds an open circuit waits before one probe "
+                                              "request", lo=0.1, hi=3600.0)
+    stats_window: int = setting(256, "recent remote requests kept for latency percentiles and "
+                                     "the local share", lo=8, hi=100_000)
+    warn_local_share: float = setting(0.2, "remote diagnostic WARNs when more than this share of "
+                                           "recent requests was answered locally", lo=0.0, hi=1.0)
 
 
 @dataclass
@@ -136,10 +194,42 @@ class Config:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     node: NodeConfig = field(default_factory=NodeConfig)
+    remote: RemoteConfig = field(default_factory=RemoteConfig)
 
     def flat(self) -> dict[str, Any]:
         """``{"section.field": value}`` for every setting."""
         return {name: getattr(getattr(self, sec), f.name) for name, sec, f in iter_settings()}
+
+
+class ApplyMode(str, Enum):
+    """When a changed setting takes effect on a running node."""
+
+    LIVE = "live"      # at once, atomically, for the next request
+    SWAP = "swap"      # a model swap: the new model loads in the background, then replaces the old
+    RELOAD = "reload"  # at the next configure (refused while the node is configured)
+    FIXED = "fixed"    # read at start only (read-only parameter)
+
+
+# Everything else needs a reload (the engine, grounding, remote and profile settings).
+_LIVE_SECTIONS = ("safety",)
+_LIVE = ("serving.queue_size", "serving.default_deadline_ms", "serving.max_deadline_ms",
+         "serving.safety_priority", "serving.max_query_chars", "serving.max_goal_chars",
+         "serving.max_context_chars", "serving.max_request_id_chars", "serving.max_people",
+         "engine.max_tokens", "engine.temperature", "engine.use_grammar",
+         "node.diagnostics_period_s")
+_SWAP = ("model.name", "model.sha256", "model.verify_checksum")
+_FIXED = ("node.autostart",)
+
+
+def apply_mode(name: str) -> ApplyMode:
+    """How a change of setting ``name`` (``section.field``) is applied on a running node."""
+    if name in _FIXED:
+        return ApplyMode.FIXED
+    if name in _SWAP:
+        return ApplyMode.SWAP
+    if name in _LIVE or name.split(".", 1)[0] in _LIVE_SECTIONS:
+        return ApplyMode.LIVE
+    return ApplyMode.RELOAD
 
 
 def iter_settings() -> Iterator[tuple[str, str, dataclasses.Field]]:

@@ -1,3 +1,4 @@
-"""Benchmarks (ROS-free). Ladder: ``ladder`` (variants), ``perf`` / ``quality`` (measured in
-fresh processes by ``worker``), ``host``, ``targets`` (rooflines), ``estimate``, ``report``,
-``runner``; CLI: ``quant-llm-bench ladder``."""
+"""Benchmarks. ``ladder/``: the quantization ladder (variants, perf and quality measured in
+fresh processes, rooflines, report; ROS-free). ``serve/``: the serving benchmark, planner load
+and soak (these start the node and use rclpy). ``decode_bench``: the engine's token loop;
+``scenario_eval``: decisions scored on scenario files; ``host``: machine facts."""

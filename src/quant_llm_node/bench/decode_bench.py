@@ -1,35 +1,42 @@
-"""Decode-speed bench of LlamaEngine's token loop (and of speculative decoding).
+"""Decode-speed bench of the decision path: ``LlamaEngine.generate`` exactly as the node calls it.
 
-    python -m quant_llm_node.bench.decode_bench --model PATH [--threads N] [--tokens N]
-        [--native-json FILE] [--reps N] [--profile] [--spec lookup|draft --draft-model PATH -k K]
-        [--json-out FILE]
+    python -m quant_llm_node.bench.decode_bench --model PATH [--threads N] [--reps N]
+        [--scenarios FILE ...] [--jump-forward] [--native-json FILE] [--profile]
+        [--spec lookup|draft --draft-model PATH -k K] [--json-out FILE]
 
-Measures, on the decision prompts (PromptBuilder over test/data/scenarios.yaml):
-- decode tok/s through LlamaEngine.generate, unconstrained and under DecisionSchema.gbnf(); their
-  ratio (target >= 0.9);
-- a long unconstrained run of --tokens tokens (like llama-bench tg) through LlamaEngine and
-  through the lean loop (engine.speculative with k=0), vs native llama-bench tg from
-  ``scripts/native_baseline.sh`` (--native-json; target >= 0.97);
-- with --spec: speculative decoding vs plain greedy of the same target, acceptance rate,
-  and whether every greedy output is identical.
-The load average is recorded with every figure: timings on a loaded machine are not comparable.
+Every figure comes from one run and is compared with a baseline of the same run:
+- ``overhead``: best-of-N cost of each per-token piece of the engine loop (sampling, grammar
+  check, piece lookup, incremental UTF-8 decode, the forced-text probe, the batch fill) and of a
+  bare single-token ``llama_decode`` at the decision depth (what llama-bench ``tg -d`` times);
+- ``decision``: the node's path: the prompts of ``DecisionTask`` (PromptBuilder over the
+  scenarios, static prefix cached), its grammar, ``max_tokens`` and ``min_room``, the service's
+  ``should_stop`` (cancel, preempt, deadline) and a streaming ``on_text``; decode tok/s
+  unconstrained vs under the grammar, against the bare decode loop at the same depth;
+- ``jump_forward`` (--jump-forward): every scenario of every ``--scenarios`` file decoded with
+  jump-forward "off" (step by step), "exact" and "on" from the same cache state: whether the
+  texts are byte-identical to "off", the ``llama_decode`` calls saved per decision and the
+  generation time ratio (with --spec, also through the speculative decoder);
+- ``long``: a long unconstrained run (the llama-bench ``tg`` analogue) vs the bare loop and,
+  with --native-json (``scripts/native_baseline.sh``), vs native llama-bench;
+- ``spec`` (--spec): speculative decoding vs plain greedy of the same target.
+The load average is recorded with every section: timings on a loaded machine are not comparable.
 """
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import math
 import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Callable
-
-import numpy as np
 
 from quant_llm_node.bench.host import loadavg
-from quant_llm_node.engine.llama_engine import EngineSettings, LlamaEngine
+from quant_llm_node.config import EngineConfig, ServingConfig
+from quant_llm_node.engine.llama_engine import EngineSettings, GenerationResult, LlamaEngine
 
 ROOT = Path(__file__).resolve().parents[3]
 SCENARIOS = ROOT / "test" / "data" / "scenarios.yaml"
@@ -37,33 +44,71 @@ LONG_PROMPT_USER = ("Write a detailed numbered list of 100 safety rules for a wa
                     "Give each rule one full sentence.")
 
 
-def load_engine(path: str, threads: int, n_ctx: int = 2048) -> LlamaEngine:
-    eng = LlamaEngine(EngineSettings(model_path=str(path), n_ctx=n_ctx, n_threads=threads))
+def load_engine(path: str, threads: int, n_ctx: int = 2048, **engine_cfg) -> LlamaEngine:
+    cfg = EngineConfig(n_ctx=n_ctx, n_threads=threads, **engine_cfg)
+    eng = LlamaEngine(EngineSettings.from_config(cfg, path))
     eng.load(verify_checksum=False)
     return eng
 
 
+class DecisionSet:
+    """The node's decision task over scenario files: prompts, grammar, token bounds."""
+
+    def __init__(self, engine: LlamaEngine, scenario_files=(SCENARIOS,)):
+        from quant_llm_node.bench.scenarios import load_scenarios, raw_request
+        from quant_llm_node.config import Config
+        from quant_llm_node.errors import CodedError
+        from quant_llm_node.reasoning.task import DecisionTask
+        from quant_llm_node.reasoning.validation import validate_request
+
+        self.task = DecisionTask.from_config(Config())
+        builder = self.task.prompts(engine.chat_renderer())
+        self.static_prefix = builder.static_prefix
+        self.grammar = self.task.grammar
+        self.max_tokens, self.min_room = self.task.max_tokens, self.task.min_room
+        self.prompts: list[tuple[str, str]] = []  # (file stem:id, prompt)
+        self.skipped: list[str] = []
+        limits = ServingConfig()
+        for f in scenario_files:
+            stem = Path(f).stem
+            for sc in load_scenarios(f).get("scenarios", []):
+                try:
+                    req = validate_request(raw_request(sc), limits)
+                except (CodedError, ValueError):  # rejected before the model: not a decision
+                    self.skipped.append(f"{stem}:{sc.get('id')}")
+                    continue
+                # the grounder's answer, taken from the file (no embedder in this bench)
+                grounded = sc.get("expect_place", "") if sc.get("goal") else ""
+                self.prompts.append((f"{stem}:{sc['id']}", builder.build(req, grounded)))
+
+
 def decision_prompts(engine: LlamaEngine, scenarios_file: Path = SCENARIOS) -> tuple[list[tuple[str, str]], str, str]:
     """(id, prompt) per scenario, the decision grammar and the static prefix, as the service builds them."""
-    import yaml
-    from quant_llm_node.reasoning.prompt import PromptBuilder, plain_renderer
-    from quant_llm_node.reasoning.schema import DecisionSchema
-    from quant_llm_node.reasoning.types import NavRequest, RobotState
-    from quant_llm_node.serving.service import load_map
+    d = DecisionSet(engine, (scenarios_file,))
+    return d.prompts, d.grammar, d.static_prefix
 
-    places = load_map("places.yaml")
-    schema = DecisionSchema(places.ids)
-    builder = PromptBuilder(places.places, schema, engine.chat_renderer() or plain_renderer)
-    data = yaml.safe_load(Path(scenarios_file).read_text())
-    out = []
-    for sc in data["scenarios"]:
-        st = dict(sc.get("state") or {})
-        state = RobotState(**{k: (math.nan if v is None else v) for k, v in st.items()
-                              if k in RobotState.__dataclass_fields__})
-        req = NavRequest(request_id=sc["id"], query=sc["query"], goal=sc.get("goal", ""), state=state)
-        grounded = sc.get("expect_place", "") if sc.get("goal") else ""
-        out.append((sc["id"], builder.build(req, grounded)))
-    return out, schema.gbnf(), builder.static_prefix
+
+def node_callbacks(task, deadline_s: float = 600.0, stream: bool = True):
+    """``should_stop`` as the service builds it (cancel, preempt, deadline (long here, so that a
+    loaded machine cuts no decision short); JSON completion
+    without the grammar) and an ``on_text`` that keeps the latest partial text, as a streaming
+    client's feedback does (None when ``stream`` is false: the service call path)."""
+    from quant_llm_node.reasoning.schema import json_object_complete
+
+    cancel, preempt = threading.Event(), threading.Event()
+    deadline = time.monotonic() + deadline_s
+
+    def should_stop(text: str) -> bool:
+        if cancel.is_set() or preempt.is_set() or deadline - time.monotonic() <= 0:
+            return True
+        return task.grammar is None and json_object_complete(text)
+
+    latest: list = [None, 0]
+
+    def on_text(text: str, n: int) -> None:
+        latest[0], latest[1] = text, n
+
+    return should_stop, (on_text if stream else None)
 
 
 def long_prompt(engine: LlamaEngine) -> str:
@@ -79,154 +124,9 @@ def _tps(results) -> float:
     return steps / (ms / 1e3) if ms > 0 else 0.0
 
 
-def run_prompts(gen: Callable, prompts, grammar, max_tokens: int):
-    return [gen(p, max_tokens, grammar) for _, p in prompts]
-
-
-def bench_engine(engine: LlamaEngine, tokens: int, reps: int, native: dict | None,
-                 max_tokens: int = 96) -> dict:
-    from quant_llm_node.engine.speculative import SpeculativeDecoder
-
-    prompts, grammar, prefix = decision_prompts(engine)
-    engine.warm(prefix)
-    lean = SpeculativeDecoder(engine, mode="lookup", k=0)
-    out: dict = {"model": engine.model_id, "threads": engine.settings.threads,
-                 "n_vocab": engine._llm.n_vocab(), "loadavg_start": loadavg()}
-    # Decision task: unconstrained vs grammar, interleaved per rep to share the noise.
-    free, gram, free_lean, gram_lean = [], [], [], []
-    same = True
-    for _ in range(reps):
-        for _, p in prompts:
-            runs = []
-            for gen, g in ((engine.generate, None), (engine.generate, grammar),
-                           (lean.generate, None), (lean.generate, grammar)):
-                engine.warm(prefix)  # same cache state before each run (see bench_spec)
-                runs.append(gen(p, max_tokens, g))
-            a, b, c, d = runs
-            same &= a.text == c.text and b.text == d.text
-            free.append(a), gram.append(b), free_lean.append(c), gram_lean.append(d)
-    tf, tg = _tps(free), _tps(gram)
-    tfl, tgl = _tps(free_lean), _tps(gram_lean)
-    out["decision"] = {
-        "prompts": len(prompts), "reps": reps,
-        "engine_free_tps": round(tf, 2), "engine_grammar_tps": round(tg, 2),
-        "grammar_ratio": round(tg / tf, 3) if tf else None,
-        "lean_free_tps": round(tfl, 2), "lean_grammar_tps": round(tgl, 2),
-        "lean_grammar_ratio": round(tgl / tfl, 3) if tfl else None,
-        "grammar_full_passes_per_run": round(statistics.mean(r.grammar_full_passes for r in gram), 2),
-        "lean_full_passes_per_run": round(statistics.mean(r.grammar_full_passes for r in gram_lean), 2),
-        "lean_topk_hits_per_run": round(statistics.mean(r.grammar_topk_hits for r in gram_lean), 2),
-        # Sampling of the first token (a full grammar pass lands here when the argmax is rejected).
-        "first_token_sample_ms_free": round(statistics.mean(r.first_token_ms - r.prompt_ms for r in free), 2),
-        "first_token_sample_ms_grammar": round(statistics.mean(r.first_token_ms - r.prompt_ms for r in gram), 2),
-        "first_token_sample_ms_grammar_lean": round(
-            statistics.mean(r.first_token_ms - r.prompt_ms for r in gram_lean), 2),
-        "mean_tokens_free": round(statistics.mean(r.completion_tokens for r in free), 1),
-        "mean_tokens_grammar": round(statistics.mean(r.completion_tokens for r in gram), 1),
-        "lean_outputs_identical": same,
-        "loadavg": loadavg(),
-    }
-    # Long unconstrained decode (the llama-bench tg analogue).
-    lp = long_prompt(engine)
-    eng_runs, lean_runs = [], []
-    for _ in range(reps):
-        eng_runs.append(engine.generate(lp, tokens, None))
-        lean_runs.append(lean.generate(lp, tokens, None))
-    te, tl = _tps(eng_runs), _tps(lean_runs)
-    out["long"] = {"tokens": tokens, "reps": reps,
-                   "steps": [r.decode_steps for r in eng_runs],
-                   "engine_tps": round(te, 2), "lean_tps": round(tl, 2),
-                   "lean_over_engine": round(tl / te, 3) if te else None, "loadavg": loadavg()}
-    if native:
-        ntg = float(native["tg_tps"])
-        out["native"] = {"tg_tps": round(ntg, 2), "pp_tps": round(float(native.get("pp_tps", 0)), 2),
-                         "loadavg": native.get("loadavg"),
-                         "engine_over_native": round(te / ntg, 3), "lean_over_native": round(tl / ntg, 3)}
-    lean.close()
-    return out
-
-
-def batch_costs(engine: LlamaEngine, prompt: str, max_batch: int, reps: int = 5) -> dict[int, float]:
-    """Best-of-reps ms of one target llama_decode of b tokens (all logits) after ``prompt``."""
-    import llama_cpp
-    from quant_llm_node.engine import speculative as spec_mod
-
-    llm = engine._llm
-    toks = engine.tokenize(prompt)
-    _, rest = engine._prepare(toks)
-    llm.eval(rest)
-    n0 = llm.n_tokens
-    mem = llama_cpp.llama_get_memory(llm.ctx)
-    b = spec_mod._Batch(max_batch)
-    out = {}
-    for size in range(1, max_batch + 1):
-        def one():
-            b.decode(llm.ctx, toks[-size:], n0, True)
-            llama_cpp.llama_memory_seq_rm(mem, 0, n0, -1)
-        out[size] = round(_best_us(one, reps) / 1e3, 2)
-    b.close()
-    return out
-
-
-def bench_spec(target: LlamaEngine, mode: str, draft: LlamaEngine | None, k: int, ngram: int,
-               reps: int, max_tokens: int = 96, min_draft: int = 1) -> dict:
-    from quant_llm_node.engine.speculative import SpeculativeDecoder
-
-    prompts, grammar, prefix = decision_prompts(target)
-    target.warm(prefix)
-    if draft is not None:
-        draft.warm(prefix)
-    spec = SpeculativeDecoder(target, mode=mode, draft_engine=draft, k=k, ngram=ngram,
-                              min_draft=min_draft)
-    res: dict = {"mode": mode, "k": k, "ngram": ngram, "min_draft": min_draft, "target": target.model_id,
-                 "draft": draft.model_id if draft else None, "loadavg_start": loadavg()}
-    # Best-of-N costs for a load-robust estimate: target batch of b tokens, draft single token.
-    cost = batch_costs(target, prompts[0][1], k + 1)
-    dcost = batch_costs(draft, prompts[0][1], 1)[1] if draft is not None else 0.0
-    res["target_batch_ms"] = cost
-    res["draft_token_ms"] = dcost
-    for gname, g in (("free", None), ("grammar", grammar)):
-        plain, sp, mism = [], [], []
-        for _ in range(reps):
-            for pid, p in prompts:
-                # Same cache state (static prefix only) before each run: the prompt suffix is then
-                # evaluated in the same batch both times (batch shape changes the float rounding).
-                target.warm(prefix)
-                a = target.generate(p, max_tokens, g)
-                target.warm(prefix)
-                b = spec.generate(p, max_tokens, g)
-                if a.text != b.text:
-                    mism.append(pid)
-                plain.append(a), sp.append(b)
-        # End-to-end generation time after the prompt (first token + decode), same token counts.
-        t_plain = sum(r.total_ms - r.prompt_ms for r in plain)
-        t_spec = sum(r.total_ms - r.prompt_ms for r in sp)
-        drafted = sum(r.drafted for r in sp)
-        accepted = sum(r.accepted for r in sp)
-        hist: dict[int, int] = {}
-        for r in sp:
-            for size, c in r.batch_sizes.items():
-                hist[size] = hist.get(size, 0) + c
-        # Cost model: plain = one 1-token decode per committed token; spec = its batches + drafts.
-        committed = sum(r.decode_steps for r in sp)
-        model_plain = committed * cost[1]
-        model_spec = sum(c * cost[size] for size, c in hist.items()) + sum(
-            (size - 1) * c for size, c in hist.items()) * dcost
-        res[gname] = {
-            "plain_tps": round(_tps(plain), 2), "spec_tps": round(_tps(sp), 2),
-            "speedup_gen_time": round(t_plain / t_spec, 3) if t_spec else None,
-            "acceptance": round(accepted / drafted, 3) if drafted else 0.0,
-            "drafted": drafted, "accepted": accepted,
-            "tokens": sum(r.completion_tokens for r in sp),
-            "target_batches": sum(r.target_batches for r in sp),
-            "batch_size_hist": dict(sorted(hist.items())),
-            "model_speedup": round(model_plain / model_spec, 3) if model_spec else None,
-            "draft_ms": round(sum(r.draft_ms for r in sp), 1),
-            "mismatched_prompts": sorted(set(mism)), "identical": not mism,
-            "loadavg": loadavg(),
-        }
-    spec.close()
-    return res
+def _gen_ms(r: GenerationResult) -> float:
+    """Generation time after the prompt: first token + decode."""
+    return r.total_ms - r.prompt_ms
 
 
 def _best_us(fn, reps: int = 300) -> float:
@@ -239,117 +139,276 @@ def _best_us(fn, reps: int = 300) -> float:
     return best * 1e6
 
 
-def python_overhead(engine: LlamaEngine, decode_reps: int = 12) -> dict:
-    """Per-token cost of each part of LlamaEngine's loop without the decode itself, best-of-N.
+def bare_decode_tps(engine: LlamaEngine, prompt: str, steps: int = 24) -> float:
+    """Single-token llama_decode + argmax, nothing else, after ``prompt`` (the KV depth of a
+    decision): the in-process analogue of llama-bench ``tg`` at that depth."""
+    toks = engine.tokenize(prompt)
+    _, rest = engine.prepare(toks)
+    engine.eval(rest)
+    t = int(engine.logits(-1).argmax())
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        engine.decode((t,), False)
+        t = int(engine.logits(-1).argmax())
+    dt = time.perf_counter() - t0
+    engine.truncate(len(toks))
+    return steps / dt
 
-    ``llama_decode`` is timed separately (single token, best of ``decode_reps``); the
-    predicted loop/native ratio is decode / (decode + python work). Being best-of-N, these
-    figures hold on a loaded machine where end-to-end tok/s do not.
-    """
-    import codecs
 
-    import llama_cpp
-    from quant_llm_node.engine import speculative as spec_mod
-    from quant_llm_node.engine.sampling import TokenSampler
-
-    llm = engine._llm
-    toks = engine.tokenize(long_prompt(engine))
-    engine._prepare(toks)
-    llm.eval(toks[llm.n_tokens:])
-    n0 = llm.n_tokens
+def python_overhead(engine: LlamaEngine, ds: DecisionSet, decode_reps: int = 12) -> dict:
+    """Per-token cost of each part of the engine loop besides the decode itself, best-of-N,
+    and the single-token decode at the decision depth. Being best-of-N, these figures hold on
+    a loaded machine where end-to-end tok/s do not."""
+    engine.warm(ds.static_prefix)
+    toks = engine.tokenize(ds.prompts[0][1])
+    _, rest = engine.prepare(toks)
+    engine.eval(rest)
+    n0 = engine.n_tokens
     tok = int(toks[-1])
-    res: dict = {"n_vocab": llm.n_vocab()}
-    sampler = TokenSampler(llm.model, llm.ctx, llm.n_vocab(), None, 0.0, 0)
-    res["sample_us"] = _best_us(sampler.sample)
-    ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
-    res["as_array_us"] = _best_us(lambda: np.ctypeslib.as_array(
-        llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),)))
-    view = np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),))
+    res: dict = {"n_vocab": engine.n_vocab, "kv_depth": n0}
+    free = engine.sampler(None)
+    view = engine.logits(-1)
+    res["logits_view_us"] = _best_us(lambda: engine.logits(-1))
     res["argmax_us"] = _best_us(view.argmax)
-    sampler.close()
+    res["sample_free_us"] = _best_us(lambda: free.sample_at(-1, engine.logits(-1)))
+    free.close()
+    g = engine.sampler(ds.grammar)
+    g.enable_forcing(engine.byte_tokens(), engine.eog_token())
+    first = engine.tokenize('{"', add_bos=False, special=False)[0]
+    res["grammar_check_us"] = _best_us(lambda: g.allows(first))
+    res["forced_probe_root_us"] = _best_us(lambda: g.forced_bytes(), 100)   # '{"action": "'
+    for t in engine.tokenize('{"action": "stop", "speed": 0.0, "target": "", "reason": "',
+                             add_bos=False, special=False):
+        g.accept(t)
+    res["forced_probe_free_us"] = _best_us(lambda: g.forced_bytes(), 100)   # inside the reason
+    g.close()
     dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    res["detokenize_us"] = _best_us(lambda: dec.decode(llm.detokenize([tok], special=False)))
-    res["seq_rm_us"] = _best_us(lambda: llm._ctx.kv_cache_seq_rm(-1, n0 + 1, -1))
-
-    # eval([tok]) and the lean batch path with llama_decode replaced by a no-op.
-    import llama_cpp.llama_cpp as llama_cpp_lib  # what llama_cpp._internals calls
-    real_decode = llama_cpp.llama_decode
-    try:
-        llama_cpp.llama_decode = llama_cpp_lib.llama_decode = lambda ctx, batch: 0
-
-        def one_eval():
-            llm.n_tokens = n0
-            llm.eval([tok])
-        res["eval_python_us"] = _best_us(one_eval)
-        b = spec_mod._Batch(1)
-        res["lean_batch_python_us"] = _best_us(lambda: b.decode(llm.ctx, [tok], n0, True))
-        b.close()
-    finally:
-        llama_cpp.llama_decode = llama_cpp_lib.llama_decode = real_decode
-    llm.n_tokens = n0
-    llm._ctx.kv_cache_seq_rm(-1, n0, -1)
-    # The decode itself (what llama-bench tg times), via a preallocated batch.
-    b = spec_mod._Batch(1)
+    res["piece_and_utf8_us"] = _best_us(lambda: dec.decode(engine.token_bytes(tok)))
+    res["tokenize_span_us"] = _best_us(
+        lambda: engine.tokenize('", "speed": ', add_bos=False, special=False))
 
     def one_decode():
-        b.decode(llm.ctx, [tok], n0, False)
-        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llm.ctx), 0, n0, -1)
+        engine.decode((tok,), False)
+        engine.truncate(n0)
     res["decode_us"] = _best_us(one_decode, decode_reps)
-    b.close()
-    res.update(grammar_costs(engine))
-    engine_py = res["eval_python_us"] + res["sample_us"] + res["detokenize_us"]
-    lean_py = res["lean_batch_python_us"] + res["argmax_us"] + res["detokenize_us"]
-    res["engine_python_us_per_token"] = engine_py
-    res["lean_python_us_per_token"] = lean_py
-    res["predicted_engine_over_native"] = res["decode_us"] / (res["decode_us"] + engine_py)
-    res["predicted_lean_over_native"] = res["decode_us"] / (res["decode_us"] + lean_py)
     res["loadavg"] = loadavg()
-    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items()}
+    return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in res.items()}
 
 
-def grammar_costs(engine: LlamaEngine, reps: int = 30) -> dict:
-    """Best-of-N cost of the decision grammar: the lazy single-token check and a full pass over
-    the vocabulary, at the grammar's root and inside the free-text reason string."""
-    import llama_cpp
-    from quant_llm_node.engine.sampling import TokenSampler
-    from quant_llm_node.serving.service import load_map
-    from quant_llm_node.reasoning.schema import DecisionSchema
+def bench_decision(engine: LlamaEngine, ds: DecisionSet, reps: int, stream: bool = True) -> dict:
+    """The node's decision path: free vs grammar, against the bare decode loop, same cache state."""
+    free, gram, bare = [], [], []
+    for _ in range(reps):
+        for _, p in ds.prompts:
+            for g, out in ((None, free), (ds.grammar, gram)):
+                engine.warm(ds.static_prefix)  # same cache state before each run
+                stop, on_text = node_callbacks(ds.task, stream=stream)
+                out.append(engine.generate(p, ds.max_tokens, g, 0.0, stop, on_text,
+                                           min_room=ds.min_room if g else 1, jump_forward="off"))
+            engine.warm(ds.static_prefix)
+            bare.append(bare_decode_tps(engine, p))
+    tf, tg, tb = _tps(free), _tps(gram), statistics.median(bare)
+    return {
+        "prompts": len(ds.prompts), "reps": reps, "on_text": stream,
+        "engine_free_tps": round(tf, 2), "engine_grammar_tps": round(tg, 2),
+        "bare_decode_tps": round(tb, 2),
+        "grammar_over_free": round(tg / tf, 3) if tf else None,
+        "grammar_over_bare": round(tg / tb, 3) if tb else None,
+        "free_over_bare": round(tf / tb, 3) if tb else None,
+        "grammar_full_passes_per_run": round(statistics.mean(r.grammar_full_passes for r in gram), 2),
+        "grammar_topk_hits_per_run": round(statistics.mean(r.grammar_topk_hits for r in gram), 2),
+        "mean_tokens_free": round(statistics.mean(r.completion_tokens for r in free), 1),
+        "mean_tokens_grammar": round(statistics.mean(r.completion_tokens for r in gram), 1),
+        "loadavg": loadavg(),
+    }
 
-    llm = engine._llm
-    gbnf = DecisionSchema(load_map("places.yaml").ids).gbnf()
-    prefix = '{"action": "stop", "speed": 0.0, "target": "", "reason": "'
-    ptoks = llm.tokenize(prefix.encode(), add_bos=False, special=False)
-    out = {}
-    for where, toks in (("root", []), ("reason", ptoks)):
-        s = TokenSampler(llm.model, llm.ctx, llm.n_vocab(), gbnf, 0.0, 0)
-        for t in toks:
-            llama_cpp.llama_sampler_accept(s._chain, t)
-        tok = int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1),
-                                        shape=(llm.n_vocab(),)).argmax())
-        out[f"grammar_check_us_{where}"] = _best_us(lambda: s._grammar_allows(tok), 200)
-        # A full pass = what llama_sampler_sample does, without accepting (clone the chain).
-        def full():
-            c = llama_cpp.llama_sampler_clone(s._chain)
-            llama_cpp.llama_sampler_sample(c, llm.ctx, -1)
-            llama_cpp.llama_sampler_free(c)
-        out[f"grammar_full_pass_us_{where}"] = _best_us(full, reps)
-        s.close()
+
+def bench_jump_forward(engine: LlamaEngine, ds: DecisionSet, stream: bool = True,
+                       modes=("off", "exact", "on"), gen=None) -> dict:
+    """Every decision under each jump-forward mode, from the same cache state (static prefix
+    only), interleaved per scenario: byte-identical to "off" (step by step)?, llama_decode
+    calls per decision and generation time (first token + decode), each as a ratio to "off".
+    ``gen`` (default ``engine.generate``) takes ``jump_forward=`` (a SpeculativeDecoder does)."""
+    gen = gen or engine.generate
+    runs: dict[str, list[GenerationResult]] = {m: [] for m in modes}
+    mism: dict[str, list] = {m: [] for m in modes}
+    ref = modes[0]
+    for pid, p in ds.prompts:
+        for m in modes:
+            engine.warm(ds.static_prefix)
+            stop, on_text = node_callbacks(ds.task, stream=stream)
+            runs[m].append(gen(p, ds.max_tokens, ds.grammar, 0.0, stop, on_text,
+                               min_room=ds.min_room, jump_forward=m))
+        a = runs[ref][-1]
+        for m in modes[1:]:
+            b = runs[m][-1]
+            if (a.text, a.completion_tokens, a.finish_reason) != (b.text, b.completion_tokens,
+                                                                   b.finish_reason):
+                mism[m].append({"id": pid, ref: a.text, m: b.text,
+                                "same_decision": _fields(a.text) == _fields(b.text)})
+    n = len(ds.prompts)
+    base = runs[ref]
+    t_ref = sum(_gen_ms(r) for r in base)
+    calls_ref = sum(r.decode_calls for r in base)
+    out: dict = {"decisions": n, "on_text": stream, "reference": ref,
+                 "mean_tokens": round(statistics.mean(r.completion_tokens for r in base), 2) if n else 0}
+    for m in modes:
+        rs = runs[m]
+        t = sum(_gen_ms(r) for r in rs)
+        row = {
+            "decode_calls_per_decision": round(sum(r.decode_calls for r in rs) / max(1, n), 2),
+            "steps_saved_per_decision": round((calls_ref - sum(r.decode_calls for r in rs)) / max(1, n), 2),
+            "gen_ms_p50": round(statistics.median(_gen_ms(r) for r in rs), 1) if n else None,
+            "total_ms_p50": round(statistics.median(r.total_ms for r in rs), 1) if n else None,
+            "gen_time_over_ref": round(t / t_ref, 3) if t_ref else None,
+            "p50_gen_over_ref": (round(statistics.median(_gen_ms(r) for r in rs) /
+                                       statistics.median(_gen_ms(r) for r in base), 3) if n else None),
+        }
+        if m != ref:
+            row.update({
+                "identical": n - len(mism[m]),
+                "same_decision_fields": n - sum(1 for x in mism[m] if not x["same_decision"]),
+                "mismatches": mism[m],
+            })
+        if any(r.forced_drafted for r in rs):
+            row["forced_tokens_per_decision"] = round(sum(r.forced_tokens for r in rs) / max(1, n), 2)
+            row["forced_acceptance"] = round(sum(r.forced_tokens for r in rs) /
+                                             max(1, sum(r.forced_drafted for r in rs)), 3)
+            row["batch_size_hist"] = _merge_hist(r.batch_sizes for r in rs)
+        out[m] = row
+    out["loadavg"] = loadavg()
     return out
 
 
-def profile_engine(engine: LlamaEngine, tokens: int) -> str:
+def _fields(text: str):
+    """(action, speed, target) of a decision text, or the text when it does not parse."""
+    try:
+        d = json.loads(text)
+        return d.get("action"), d.get("speed"), d.get("target")
+    except (ValueError, AttributeError):
+        return text
+
+
+def _merge_hist(hists) -> dict:
+    out: dict[int, int] = {}
+    for h in hists:
+        for size, c in h.items():
+            out[size] = out.get(size, 0) + c
+    return dict(sorted(out.items()))
+
+
+def bench_long(engine: LlamaEngine, tokens: int, reps: int, native: dict | None) -> dict:
+    """Long unconstrained decode (the llama-bench tg analogue) vs the bare loop (and native)."""
+    lp = long_prompt(engine)
+    runs, bare = [], []
+    for _ in range(reps):
+        engine.reset_cache()
+        runs.append(engine.generate(lp, tokens, None))
+        engine.reset_cache()
+        bare.append(bare_decode_tps(engine, lp, tokens))
+    te, tb = _tps(runs), statistics.median(bare)
+    out = {"tokens": tokens, "reps": reps, "steps": [r.decode_steps for r in runs],
+           "engine_tps": round(te, 2), "bare_decode_tps": round(tb, 2),
+           "engine_over_bare": round(te / tb, 3) if tb else None, "loadavg": loadavg()}
+    if native:
+        ntg = float(native["tg_tps"])
+        out["native"] = {"tg_tps": round(ntg, 2), "pp_tps": round(float(native.get("pp_tps", 0)), 2),
+                         "loadavg": native.get("loadavg"), "engine_over_native": round(te / ntg, 3),
+                         "bare_over_native": round(tb / ntg, 3)}
+    return out
+
+
+def batch_costs(engine: LlamaEngine, prompt: str, max_batch: int, reps: int = 5) -> dict[int, float]:
+    """Best-of-reps ms of one llama_decode of b tokens (all logits) after ``prompt``."""
+    toks = engine.tokenize(prompt)
+    _, rest = engine.prepare(toks)
+    engine.eval(rest)
+    n0 = engine.n_tokens
+    out = {}
+    for size in range(1, max_batch + 1):
+        def one():
+            engine.decode(toks[-size:], True)
+            engine.truncate(n0)
+        out[size] = round(_best_us(one, reps) / 1e3, 2)
+    return out
+
+
+def bench_spec(target: LlamaEngine, mode: str, draft: LlamaEngine | None, k: int, ngram: int,
+               reps: int, min_draft: int = 1, jump_forward: bool | str = "off") -> dict:
+    from quant_llm_node.engine.speculative import SpeculativeDecoder
+
+    ds = DecisionSet(target)
+    prompts, grammar, prefix = ds.prompts, ds.grammar, ds.static_prefix
+    target.warm(prefix)
+    if draft is not None:
+        draft.warm(prefix)
+    spec = SpeculativeDecoder(target, mode=mode, draft_engine=draft, k=k, ngram=ngram,
+                              min_draft=min_draft)
+    res: dict = {"mode": mode, "k": k, "ngram": ngram, "min_draft": min_draft, "target": target.model_id,
+                 "draft": draft.model_id if draft else None, "jump_forward": jump_forward,
+                 "loadavg_start": loadavg()}
+    # Best-of-N costs for a load-robust estimate: target batch of b tokens, draft single token.
+    cost = batch_costs(target, prompts[0][1], k + 1)
+    dcost = batch_costs(draft, prompts[0][1], 1)[1] if draft is not None else 0.0
+    res["target_batch_ms"] = cost
+    res["draft_token_ms"] = dcost
+    for gname, g in (("free", None), ("grammar", grammar)):
+        plain, sp, mism = [], [], []
+        for _ in range(reps):
+            for pid, p in prompts:
+                # Same cache state (static prefix only) before each run: the prompt suffix is then
+                # evaluated in the same batch both times (batch shape changes the float rounding).
+                target.warm(prefix)
+                a = target.generate(p, ds.max_tokens, g, jump_forward="off")
+                target.warm(prefix)
+                b = spec.generate(p, ds.max_tokens, g, jump_forward=jump_forward)
+                if a.text != b.text:
+                    mism.append(pid)
+                plain.append(a), sp.append(b)
+        t_plain = sum(_gen_ms(r) for r in plain)
+        t_spec = sum(_gen_ms(r) for r in sp)
+        drafted = sum(r.drafted for r in sp)
+        accepted = sum(r.accepted for r in sp)
+        hist = _merge_hist(r.batch_sizes for r in sp)
+        # Cost model: plain = one 1-token decode per committed token; spec = its batches + drafts.
+        committed = sum(r.decode_steps for r in sp)
+        model_plain = committed * cost[1]
+        model_spec = sum(c * cost.get(size, cost[max(cost)] * size / max(cost))
+                         for size, c in hist.items()) + drafted * dcost
+        res[gname] = {
+            "plain_tps": round(_tps(plain), 2), "spec_tps": round(_tps(sp), 2),
+            "speedup_gen_time": round(t_plain / t_spec, 3) if t_spec else None,
+            "acceptance": round(accepted / drafted, 3) if drafted else 0.0,
+            "drafted": drafted, "accepted": accepted,
+            "forced_tokens": sum(r.forced_tokens for r in sp),
+            "tokens": sum(r.completion_tokens for r in sp),
+            "target_batches": sum(r.target_batches for r in sp),
+            "batch_size_hist": hist,
+            "model_speedup": round(model_plain / model_spec, 3) if model_spec else None,
+            "draft_ms": round(sum(r.draft_ms for r in sp), 1),
+            "mismatched_prompts": sorted(set(mism)), "identical": not mism,
+            "loadavg": loadavg(),
+        }
+    spec.close()
+    return res
+
+
+def profile_decisions(engine: LlamaEngine, ds: DecisionSet, jump_forward, n: int = 6) -> str:
+    """cProfile of the node's decision path over the first ``n`` scenarios."""
     import cProfile
     import io
     import pstats
 
-    lp = long_prompt(engine)
-    engine.generate(lp, 4, None)
     pr = cProfile.Profile()
-    pr.enable()
-    engine.generate(lp, tokens, None)
-    pr.disable()
+    for _, p in ds.prompts[:n]:
+        engine.warm(ds.static_prefix)
+        stop, on_text = node_callbacks(ds.task)
+        pr.enable()
+        engine.generate(p, ds.max_tokens, ds.grammar, 0.0, stop, on_text, min_room=ds.min_room,
+                        jump_forward=jump_forward)
+        pr.disable()
     buf = io.StringIO()
-    pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(18)
+    pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(20)
     return buf.getvalue()
 
 
@@ -362,39 +421,57 @@ def main(argv=None) -> int:
     ap.add_argument("--native-json", help="output of scripts/native_baseline.sh for the same model/threads")
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--n-ctx", type=int, default=2048)
-    ap.add_argument("--profile", action="store_true", help="cProfile one long run of LlamaEngine.generate")
+    ap.add_argument("--scenarios", nargs="*", default=[str(SCENARIOS)],
+                    help="scenario files for the decision prompts (first) and --jump-forward (all)")
+    ap.add_argument("--jump-forward", action="store_true",
+                    help="compare jump-forward off/on on every scenario of every --scenarios file")
+    ap.add_argument("--no-stream", action="store_true", help="on_text=None (the service call path)")
+    ap.add_argument("--profile", action="store_true", help="cProfile the decision path (off and on)")
     ap.add_argument("--overhead-only", action="store_true",
-                    help="only the best-of-N per-token Python overhead breakdown (fast, load-robust)")
+                    help="only the best-of-N per-token overhead breakdown (fast, load-robust)")
+    ap.add_argument("--skip-engine", action="store_true", help="skip the decision and long sections")
     ap.add_argument("--spec", choices=["lookup", "draft"], help="also bench speculative decoding")
     ap.add_argument("--draft-model", help="draft GGUF for --spec draft")
     ap.add_argument("-k", type=int, default=4)
     ap.add_argument("--ngram", type=int, default=3)
     ap.add_argument("--min-draft", type=int, default=1, help="lookup: drop shorter drafts")
-    ap.add_argument("--skip-engine", action="store_true", help="only the --spec part")
     ap.add_argument("--json-out")
     a = ap.parse_args(argv)
 
     native = json.loads(Path(a.native_json).read_text()) if a.native_json else None
     eng = load_engine(a.model, a.threads, a.n_ctx)
-    result: dict = {"argv": sys.argv[1:], "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    result["overhead"] = python_overhead(eng)
-    if native and "overhead" in result:
-        ntg = float(native["tg_tps"])
-        result["overhead"]["native_tg_us"] = round(1e6 / ntg, 1)
-    if not a.skip_engine and not a.overhead_only:
-        result["engine"] = bench_engine(eng, a.tokens, a.reps, native)
+    files = [f for f in a.scenarios if Path(f).is_file()]
+    ds = DecisionSet(eng, files[:1] or [SCENARIOS])
+    result: dict = {"argv": sys.argv[1:], "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "model": eng.model_id, "threads": eng.settings.threads}
+    result["overhead"] = python_overhead(eng, ds)
+    if native:
+        result["overhead"]["native_tg_us"] = round(1e6 / float(native["tg_tps"]), 1)
+    stream = not a.no_stream
+    if not a.overhead_only and not a.skip_engine:
+        result["decision"] = bench_decision(eng, ds, a.reps, stream)
+        result["long"] = bench_long(eng, a.tokens, a.reps, native)
+    if a.jump_forward and not a.overhead_only:
+        result["jump_forward"] = {Path(f).stem: bench_jump_forward(eng, DecisionSet(eng, [f]), stream)
+                                  for f in files}
+    profiles = []
     if a.profile and not a.overhead_only:
-        result["profile"] = profile_engine(eng, a.tokens)
+        for jf in ("off", "exact", "on"):
+            profiles.append(f"--- jump_forward={jf}\n" + profile_decisions(eng, ds, jf))
     if a.spec and not a.overhead_only:
         draft = load_engine(a.draft_model, a.threads, a.n_ctx) if a.spec == "draft" else None
         result["spec"] = bench_spec(eng, a.spec, draft, a.k, a.ngram, a.reps, min_draft=a.min_draft)
+        if a.jump_forward:
+            from quant_llm_node.engine.speculative import SpeculativeDecoder
+            spec = SpeculativeDecoder(eng, mode=a.spec, draft_engine=draft, k=a.k, ngram=a.ngram,
+                                      min_draft=a.min_draft)
+            result["spec_jump_forward"] = bench_jump_forward(eng, ds, stream, gen=spec.generate)
         if draft is not None:
             draft.close()
     eng.close()
-    prof = result.pop("profile", None)
     text = json.dumps(result, indent=1)
     print(text)
-    if prof:
+    for prof in profiles:
         print(prof, file=sys.stderr)
     if a.json_out:
         Path(a.json_out).write_text(text + "\n")

@@ -279,17 +279,25 @@ def _advice(estimate: MemoryEstimate, limit: int) -> list[str]:
 
 
 def check_budget(estimate: MemoryEstimate, budget_bytes: int,
-                 free_bytes: int | None = None) -> BudgetVerdict:
-    """Refuse when the estimate exceeds the node's budget or the memory free now."""
+                 free_bytes: int | None = None, resident_bytes: int = 0) -> BudgetVerdict:
+    """Refuse when the estimate exceeds the node's budget or the memory free now.
+
+    ``resident_bytes``: another model that stays loaded beside this one (a model swap loads the
+    new model while the old one serves): it counts against both the budget and the free memory.
+    """
     total = estimate.total_bytes
+    if resident_bytes:
+        budget_bytes -= resident_bytes
+        free_bytes = None if free_bytes is None else free_bytes - resident_bytes
     breakdown = (f"model {_mb(estimate.model_bytes)} + KV {_mb(estimate.kv_bytes)} "
                  f"(n_ctx {estimate.n_ctx}, {estimate.kv_cache_type}) + compute "
                  f"{_mb(estimate.compute_bytes)} + overhead {_mb(estimate.overhead_bytes)}")
     common = dict(estimate=estimate, budget_bytes=budget_bytes, free_bytes=free_bytes)
+    beside = f" beside the {_mb(resident_bytes)} model already loaded" if resident_bytes else ""
     if total > budget_bytes:
-        limit, what = budget_bytes, f"the node's memory budget of {_mb(budget_bytes)}"
+        limit, what = budget_bytes, f"the node's memory budget of {_mb(budget_bytes)}{beside}"
     elif free_bytes is not None and total > free_bytes:
-        limit, what = free_bytes, f"the {_mb(free_bytes)} available now (MemAvailable)"
+        limit, what = free_bytes, f"the {_mb(free_bytes)} available now (MemAvailable){beside}"
     else:
         room = budget_bytes if free_bytes is None else min(budget_bytes, free_bytes)
         return BudgetVerdict(True, f"needs {_mb(total)} ({breakdown}); fits in {_mb(room)}",
@@ -314,7 +322,8 @@ def available_memory_bytes(meminfo_path: str = MEMINFO) -> int | None:
 
 
 def check_profile_memory(info: GGUFInfo, profile: "DeviceProfile",
-                         free_bytes: int | None = None, n_seq: int = 1) -> BudgetVerdict:
+                         free_bytes: int | None = None, n_seq: int = 1,
+                         resident_bytes: int = 0) -> BudgetVerdict:
     """Configure-time check: the profile's settings and budget against this model and RAM."""
     estimate = estimate_memory(info, n_ctx=profile.n_ctx, kv_cache_type=profile.kv_cache_type,
                                n_batch=profile.n_batch, n_seq=n_seq,
@@ -322,7 +331,7 @@ def check_profile_memory(info: GGUFInfo, profile: "DeviceProfile",
                                flash_attn=profile.flash_attn)
     if free_bytes is None:
         free_bytes = available_memory_bytes()
-    return check_budget(estimate, profile.memory_budget_bytes, free_bytes)
+    return check_budget(estimate, profile.memory_budget_bytes, free_bytes, resident_bytes)
 
 
 __all__ = [

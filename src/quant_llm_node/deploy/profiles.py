@@ -25,7 +25,6 @@ ALL_LAYERS = -1
 # Profile keys that are also engine settings of the node (quant_llm_node.config.EngineConfig).
 ENGINE_KEYS = ("n_gpu_layers", "n_ctx", "n_threads", "n_batch", "kv_cache_type", "flash_attn")
 MIB = 1 << 20
-GBPS = 10 ** 9
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -55,30 +54,6 @@ class DeviceProfile:
     def memory_budget_bytes(self) -> int:
         return self.memory_budget_mb * MIB
 
-    @property
-    def memory_bandwidth_bytes_per_s(self) -> float:
-        return self.memory_bandwidth_gbps * GBPS
-
-    @property
-    def offloads_to_gpu(self) -> bool:
-        return self.n_gpu_layers != 0
-
-    def engine_settings(self) -> dict[str, Any]:
-        """The ``engine`` section keys of the node config (config/robot.yaml) it sets."""
-        return {key: getattr(self, key) for key in ENGINE_KEYS}
-
-    def llama_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``llama_cpp.Llama`` (model_path not included)."""
-        ggml_type = KV_CACHE_TYPES[self.kv_cache_type].ggml_type
-        return {
-            "n_gpu_layers": self.n_gpu_layers,
-            "n_ctx": self.n_ctx,
-            "n_threads": self.n_threads,
-            "n_batch": self.n_batch,
-            "flash_attn": self.flash_attn,
-            "type_k": ggml_type,
-            "type_v": ggml_type,
-        }
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML keys and values (``source`` left out)."""

@@ -11,6 +11,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from quant_llm_node.errors import CodedError
+
 GGUF_MAGIC = b"GGUF"
 
 # llama.cpp's llama_ftype enum (llama.h), the value of general.file_type.
@@ -40,12 +42,8 @@ _SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f",
 _STRING, _ARRAY = 8, 9
 
 
-class ModelFileError(Exception):
+class ModelFileError(CodedError):
     """The model file cannot be used; ``code`` names the reason for diagnostics."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass

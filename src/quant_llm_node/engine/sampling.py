@@ -5,12 +5,16 @@ A grammar sampler applied to the whole vocabulary at every step costs a pass ove
 and ask the grammar about that single candidate; when the grammar rejects it, the next
 highest candidates are asked one by one, and only when none of the top k is allowed is
 the grammar applied to the whole vocabulary and the choice made again.
+
+``forced_bytes`` serves jump-forward decoding: it probes the grammar with the 256 single-byte
+tokens (one ``llama_sampler_apply`` over 257 candidates) to learn which bytes may come next,
+and walks a clone of the grammar while exactly one byte is possible.
 """
 from __future__ import annotations
 
 import ctypes
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -48,11 +52,15 @@ def constrained_argmax_topk(logits: np.ndarray, allows: Callable[[int], bool], r
 
 
 class TokenSampler:
-    """Greedy (or seeded temperature) sampling, optionally under a GBNF grammar."""
+    """Greedy (or seeded temperature) sampling, optionally under a GBNF grammar.
+
+    ``logits(row)`` returns the numpy view of an output row (``LlamaEngine.logits``, which
+    caches the views); without it a view is made per call."""
 
     def __init__(self, model_ptr, ctx_ptr, n_vocab: int, grammar: str | None,
-                 temperature: float = 0.0, seed: int = 0):
-        self._setup(ctx_ptr, n_vocab, temperature <= 0.0)
+                 temperature: float = 0.0, seed: int = 0,
+                 logits: Optional[Callable[[int], np.ndarray]] = None):
+        self._setup(ctx_ptr, n_vocab, temperature <= 0.0, logits)
         vocab = llama_cpp.llama_model_get_vocab(model_ptr)
         params = llama_cpp.llama_sampler_chain_default_params()
         self._chain = llama_cpp.llama_sampler_chain_init(params)
@@ -70,24 +78,41 @@ class TokenSampler:
             llama_cpp.llama_sampler_chain_add(self._chain, llama_cpp.llama_sampler_init_temp(temperature))
             llama_cpp.llama_sampler_chain_add(self._chain, llama_cpp.llama_sampler_init_dist(seed))
 
-    def _setup(self, ctx_ptr, n_vocab: int, greedy: bool) -> None:
+    def _setup(self, ctx_ptr, n_vocab: int, greedy: bool,
+               logits: Optional[Callable[[int], np.ndarray]]) -> None:
         self._chain = self._grammar = None
         self._ctx = ctx_ptr
         self._n_vocab = n_vocab
         self._greedy = greedy
+        self._logits = logits or self._view
         self._one = llama_cpp.llama_token_data()
         self._one_arr = llama_cpp.llama_token_data_array(
             data=ctypes.pointer(self._one), size=1, selected=-1, sorted=False)
+        self._one_ref = ctypes.byref(self._one_arr)
+        self._apply, self._accept = llama_cpp.llama_sampler_apply, llama_cpp.llama_sampler_accept
+        self._probe = None
         self.full_grammar_passes = 0
         self.topk_hits = 0
         self.topk = TOPK_FALLBACK
-        self.steps = 0
 
-    def fork(self, ctx_ptr, n_vocab: int) -> "TokenSampler":
+    def _view(self, row: int) -> np.ndarray:
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row),
+                                     shape=(self._n_vocab,))
+
+    @property
+    def greedy(self) -> bool:
+        return self._greedy
+
+    @property
+    def has_grammar(self) -> bool:
+        return self._grammar is not None
+
+    def fork(self, ctx_ptr, n_vocab: int,
+             logits: Optional[Callable[[int], np.ndarray]] = None) -> "TokenSampler":
         """A greedy sampler over another context (a draft model with the same tokenizer) whose
         grammar starts as a copy of this one's current state; close it after use."""
         twin = object.__new__(TokenSampler)
-        twin._setup(ctx_ptr, n_vocab, True)
+        twin._setup(ctx_ptr, n_vocab, True, logits)
         twin.topk = self.topk
         twin._chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         if self._grammar is not None:
@@ -96,33 +121,35 @@ class TokenSampler:
         llama_cpp.llama_sampler_chain_add(twin._chain, llama_cpp.llama_sampler_init_greedy())
         return twin
 
-    def _grammar_allows(self, token: int) -> bool:
-        self._one.id, self._one.logit, self._one.p = token, 0.0, 0.0
-        self._one_arr.size, self._one_arr.selected = 1, -1
-        llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(self._one_arr))
-        return not math.isinf(self._one.logit)
+    def allows(self, token: int) -> bool:
+        """Whether the grammar (in its current state) admits ``token`` next."""
+        if self._grammar is None:
+            return True
+        one = self._one
+        one.id, one.logit = token, 0.0
+        self._one_arr.size = 1
+        self._apply(self._grammar, self._one_ref)
+        return one.logit != -math.inf
+
+    _grammar_allows = allows
 
     def sample(self) -> int:
         """Choose the next token from the last evaluated position's logits and accept it."""
         if not self._greedy:
-            self.steps += 1
             return int(llama_cpp.llama_sampler_sample(self._chain, self._ctx, -1))
-        logits = np.ctypeslib.as_array(
-            llama_cpp.llama_get_logits_ith(self._ctx, -1), shape=(self._n_vocab,))
-        return self.sample_at(-1, logits)
+        return self.sample_at(-1, self._logits(-1))
 
     def sample_at(self, i: int, logits: np.ndarray) -> int:
         """Greedy choice from output row ``i`` of the last batch (``logits`` is that row)."""
-        self.steps += 1
         token = int(logits.argmax())
-        if self._grammar is None or self._grammar_allows(token):
-            llama_cpp.llama_sampler_accept(self._chain, token)
+        if self._grammar is None or self.allows(token):
+            self._accept(self._chain, token)
             return token
         if self.topk > 0:
-            t = constrained_argmax_topk(logits, self._grammar_allows, token, self.topk)
+            t = constrained_argmax_topk(logits, self.allows, token, self.topk)
             if t is not None:
                 self.topk_hits += 1
-                llama_cpp.llama_sampler_accept(self._chain, t)
+                self._accept(self._chain, t)
                 return t
         self.full_grammar_passes += 1
         # llama_sampler_sample applies the whole chain and accepts the result.
@@ -130,7 +157,60 @@ class TokenSampler:
 
     def accept(self, token: int) -> None:
         """Advance the grammar (and the chain) over a token chosen elsewhere."""
-        llama_cpp.llama_sampler_accept(self._chain, token)
+        self._accept(self._chain, token)
+
+    # ---- grammar-forced text (jump-forward) ------------------------------------------------
+    def enable_forcing(self, byte_tokens: Sequence[int], eog_token: int) -> bool:
+        """Prepare ``forced_bytes``: ``byte_tokens[b]`` is a token whose text is the single byte
+        b (all 256 needed, so that the probe sees every possible next byte), ``eog_token`` an
+        end-of-generation token. Returns whether forcing is available."""
+        if self._grammar is None or eog_token < 0 or len(byte_tokens) != 256 or min(byte_tokens) < 0:
+            return False
+        n = 257
+        self._probe = (llama_cpp.llama_token_data * n)()
+        self._probe_np = np.ctypeslib.as_array(self._probe)
+        self._probe_ids = np.array([*byte_tokens, eog_token], dtype=np.int32)
+        self._probe_arr = llama_cpp.llama_token_data_array(
+            data=ctypes.cast(self._probe, ctypes.POINTER(llama_cpp.llama_token_data)),
+            size=n, selected=-1, sorted=False)
+        self._probe_ref = ctypes.byref(self._probe_arr)
+        self._byte_tokens = list(byte_tokens)
+        return True
+
+    def _next_bytes(self, grammar) -> tuple[np.ndarray, bool]:
+        """(bytes the grammar admits next, whether it admits the end of generation)."""
+        p = self._probe_np
+        p["id"] = self._probe_ids
+        p["logit"] = 0.0
+        self._probe_arr.size, self._probe_arr.selected, self._probe_arr.sorted = 257, -1, False
+        self._apply(grammar, self._probe_ref)
+        ok = p["logit"] != -np.inf
+        return np.flatnonzero(ok[:256]), bool(ok[256])
+
+    def forced_bytes(self, limit: int = 96) -> tuple[bytes, bool]:
+        """(span, ends): the text every continuation the grammar admits from here starts with,
+        and whether after it the grammar admits nothing but the end of generation (so
+        ``(b"", True)``: only the end is admitted now). ``(b"", False)`` when the next byte is
+        free, or when ``enable_forcing`` was not (successfully) called."""
+        if self._probe is None:
+            return b"", False
+        allowed, eog = self._next_bytes(self._grammar)
+        if len(allowed) != 1 or eog:
+            return b"", bool(eog and not len(allowed))
+        out = bytearray()
+        g = llama_cpp.llama_sampler_clone(self._grammar)
+        try:
+            while True:
+                b = int(allowed[0])
+                out.append(b)
+                if len(out) >= limit:
+                    return bytes(out), False
+                self._accept(g, self._byte_tokens[b])
+                allowed, eog = self._next_bytes(g)
+                if len(allowed) != 1 or eog:
+                    return bytes(out), bool(eog and not len(allowed))
+        finally:
+            llama_cpp.llama_sampler_free(g)
 
     def close(self) -> None:
         if self._chain is not None:

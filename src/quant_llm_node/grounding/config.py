@@ -36,7 +36,7 @@ class EmbeddingConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class EmbedderSettings:
     """Which model file and providers to run (path None: the recipe's cache)."""
 
     path: str | None = None
@@ -45,19 +45,19 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class GroundingConfig:
+class GroundingSettings:
     """All grounding settings."""
 
     top_k: int = 3
     max_chars: int = 512
     lexical: LexicalConfig = field(default_factory=LexicalConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: EmbedderSettings = field(default_factory=EmbedderSettings)
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> "GroundingConfig":
+    def from_dict(cls, data: dict | None) -> "GroundingSettings":
         data = dict(data or {})
-        sub = {"lexical": LexicalConfig, "embedding": EmbeddingConfig, "model": ModelConfig}
+        sub = {"lexical": LexicalConfig, "embedding": EmbeddingConfig, "model": EmbedderSettings}
         kwargs = {}
         for key, value in data.items():
             if key in sub:
@@ -71,7 +71,7 @@ class GroundingConfig:
         return cfg
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "GroundingConfig":
+    def from_yaml(cls, path: str | Path) -> "GroundingSettings":
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh) or {}
         return cls.from_dict(data.get("grounding", data))

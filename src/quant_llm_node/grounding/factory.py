@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
-from .config import GroundingConfig
+from .config import GroundingSettings
 from .embedder import Embedder
 from .index import PlaceIndex
-from .places import load_places
+from .places import Place
 from .recipe import locate
 
 
-def open_place_index(places_path: str | Path, config_path: str | Path | None = None,
+def open_place_index(places: Sequence[Place], config_path: str | Path | None = None,
                      cache_dir: str | Path | None = None) -> PlaceIndex:
-    """Load places and settings, open the INT8 embedder, embed the places once.
+    """Load the settings, open the INT8 embedder, embed the given places once.
 
     The model is ``grounding.model.path`` if set, else the build cache; a
     missing model raises FileNotFoundError naming ``quant-llm-embedder build``.
     """
-    config = GroundingConfig.from_yaml(config_path) if config_path else GroundingConfig()
+    config = GroundingSettings.from_yaml(config_path) if config_path else GroundingSettings()
     model = Path(config.model.path).expanduser() if config.model.path else locate(cache_dir).int8
     if not model.is_file():
         raise FileNotFoundError(f"{model} missing: run `quant-llm-embedder build`")
     embedder = Embedder(model, providers=list(config.model.providers),
                         intra_op_threads=config.model.intra_op_threads)
-    return PlaceIndex(load_places(places_path), embedder, config)
+    return PlaceIndex(places, embedder, config)

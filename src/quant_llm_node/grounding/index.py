@@ -2,30 +2,42 @@
 
 Stages, first decisive one wins: exact id ("aisle 4" -> aisle_4), lexical
 (words + exact numbers), embeddings (cosine over name + description).
-Thresholds come from GroundingConfig; nothing is guessed below them.
+Thresholds come from GroundingSettings; nothing is guessed below them.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Sequence
 
 import numpy as np
 
-from .config import GroundingConfig
+from .config import GroundingSettings
 from .lexical import LexicalMatcher, ParsedGoal, parse_goal
 from .places import Place
-from .text import clean_text, fold
+from .text import clean_goal_text, fold
 
-OK, AMBIGUOUS, UNKNOWN, EMPTY = "ok", "ambiguous", "unknown", "empty"
+
+
+class GroundingStatus(str, Enum):
+    """Outcome kind of grounding one goal."""
+
+    OK = "ok"
+    AMBIGUOUS = "ambiguous"
+    UNKNOWN = "unknown"
+    EMPTY = "empty"
+
+
+OK, AMBIGUOUS, UNKNOWN, EMPTY = GroundingStatus
 
 
 @dataclass(frozen=True)
 class GroundingResult:
     """Outcome of grounding one goal; ``place_id`` is set only when status is ok."""
 
-    status: str                       # ok | ambiguous | unknown | empty
+    status: GroundingStatus
     place_id: str | None = None
     score: float = 0.0                # of the top candidate, in the deciding stage
     margin: float = 0.0               # top score minus the runner-up's
@@ -51,12 +63,12 @@ def _margin(ranked: list[tuple[str, float]]) -> float:
 class PlaceIndex:
     """Places with precomputed lexical terms and embeddings (computed once here)."""
 
-    def __init__(self, places: Sequence[Place], embedder, config: GroundingConfig | None = None):
+    def __init__(self, places: Sequence[Place], embedder, config: GroundingSettings | None = None):
         if not places:
             raise ValueError("PlaceIndex needs at least one place")
         self.places = list(places)
         self.by_id = {p.id: p for p in self.places}
-        self.config = config or GroundingConfig()
+        self.config = config or GroundingSettings()
         self.embedder = embedder
         self.lexical = LexicalMatcher(self.places, self.config.lexical)
         self.vectors = embedder.embed_many([p.embedding_text() for p in self.places])
@@ -66,7 +78,7 @@ class PlaceIndex:
         """Resolve one goal text to a place id (see module doc for the stages)."""
         k = k or self.config.top_k
         limit = self.config.max_chars
-        cleaned = clean_text(text[: 4 * limit])[:limit] if isinstance(text, str) else ""
+        cleaned = clean_goal_text(text[: 4 * limit])[:limit] if isinstance(text, str) else ""
         goal = parse_goal(cleaned, self.config.lexical)
         if not cleaned or goal.is_empty:
             return GroundingResult(EMPTY, reason="no words in goal")

@@ -15,7 +15,7 @@ NUMBER_WORDS = {
 }
 
 
-def clean_text(text: str) -> str:
+def clean_goal_text(text: str) -> str:
     """Drop ANSI escapes and control/format characters, NFKC, collapse whitespace."""
     text = unicodedata.normalize("NFKC", _ANSI.sub(" ", str(text)))
     kept = []
@@ -53,7 +53,7 @@ def words(text: str, stopwords: frozenset[str] = frozenset()) -> list[str]:
     rest are stemmed. Stop words (given stemmed) stay in the list marked by a
     leading '~' so callers can keep positions but skip them."""
     out: list[str] = []
-    for raw in _WORD.findall(fold(clean_text(text))):
+    for raw in _WORD.findall(fold(clean_goal_text(text))):
         if raw.isdigit():
             out.append(str(int(raw)))
             continue

@@ -38,11 +38,6 @@ def _scales_from_magnitude(mag: np.ndarray, alpha: float) -> np.ndarray:
     return s / np.sqrt(s.max() * s.min())
 
 
-def activation_scales(x: np.ndarray, alpha: float) -> np.ndarray:
-    """``mean|x|^alpha`` per input channel, normalized to geometric mid-range 1."""
-    return _scales_from_magnitude(_channel_magnitude(x), alpha)
-
-
 def awq_quantize(
     w: np.ndarray,
     x: np.ndarray,

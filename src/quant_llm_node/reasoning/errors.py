@@ -1,4 +1,5 @@
 """Stable error codes carried in responses (``error_code``), one place for all of them."""
+from quant_llm_node.errors import CodedError
 
 # Request rejected before it reached the model (success = false).
 EMPTY_QUERY = "EMPTY_QUERY"
@@ -25,9 +26,5 @@ MODEL_UNAVAILABLE = "MODEL_UNAVAILABLE"
 CONTEXT_OVERFLOW = "CONTEXT_OVERFLOW"      # prompt longer than the context window
 
 
-class RequestError(ValueError):
+class RequestError(CodedError, ValueError):
     """A request that cannot be served; ``code`` is one of the codes above."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code

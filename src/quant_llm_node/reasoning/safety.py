@@ -1,16 +1,41 @@
 """Safety rules in code: they have the last word over the model.
 
-Whatever the model says, a person inside the stop distance never yields a moving
-action, speeds are capped near people, obstacles and per zone, and a low battery
-forces docking. Thresholds come from ``SafetyConfig`` (config/robot.yaml).
+Whatever the model says, a person inside the stop distance never yields a moving action,
+speeds are capped near people, obstacles and per zone, and a low battery forces docking.
+On top of those (each can be switched off in ``SafetyConfig`` for ablations):
+
+- **targets** (``strict_targets``): the model cannot choose where the robot goes. go_to and
+  reroute head for the planner's grounded goal only (go_to without a goal becomes continue,
+  reroute without one has no target); dock goes to a dock, and only when the battery is at or
+  below ``battery_low_pct`` or the planner's goal is a dock, else the robot keeps to the
+  planner's goal (go_to it, or continue). A place named in the report or the context can
+  therefore never become a target.
+- **low battery, nothing to do** (``battery_low_pct``): a low battery (above the forced-dock
+  level) and no planner goal: continue becomes dock.
+- **slow zone** (``slow_zone_no_travel``): no trip goes on at cruise past people or into a
+  close obstacle, whatever speed the model asked for. A person inside the slow distance turns
+  continue, go_to and dock into slow_down; an obstacle inside the obstacle slow distance turns
+  continue into slow_down and go_to into reroute toward the goal (go around it).
+- **text hazards** (``text_hazard_rules``): a report that names a hazard (see
+  ``reasoning.hazards``) makes the decision more cautious even when the state shows nothing:
+  a halting hazard (a person down, fallen goods, a spill, fire or smoke, a door closing,
+  something coming toward the robot, a blocked or closed way, a stop order) turns every moving
+  action but reroute into stop and caps reroute's speed; a wet floor turns continue and go_to
+  into slow_down. The text can only add caution.
+
+The final action depends only on the model's action, the state, the report and the grounded
+goal, never on the model's speed or target (``DecisionTask.stream_view`` relies on it).
+Thresholds come from ``SafetyConfig`` (config/robot.yaml).
 """
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Optional
 
 from quant_llm_node.config import SafetyConfig, parse_zone_limits
+from quant_llm_node.reasoning import hazards
 from quant_llm_node.reasoning.types import (
     HALTING_ACTIONS, SOURCE_LLM, SOURCE_SAFETY, Decision, RobotState)
 
@@ -23,6 +48,17 @@ RULE_ZONE_SPEED = "zone_speed_cap"
 RULE_MAX_SPEED = "max_speed_cap"
 RULE_HALT_SPEED = "halt_means_zero_speed"
 RULE_TARGET_REQUIRED = "target_required"
+RULE_GO_TO_GOAL = "go_to_only_to_goal"            # go_to's target replaced by the planner's goal
+RULE_GO_TO_NO_GOAL = "go_to_without_goal"         # go_to with no goal: continue
+RULE_REROUTE_GOAL = "reroute_only_to_goal"        # reroute's target replaced by the goal (or "")
+RULE_DOCK_UNJUSTIFIED = "dock_not_justified"      # dock with a good battery and no dock goal
+RULE_SLOW_ZONE = "slow_zone_no_travel"            # person/obstacle inside slow distance
+RULE_BATTERY_IDLE = "battery_low_no_goal_dock"    # low battery, no goal: continue docks
+RULE_TEXT_HALT = "text_hazard_stop"               # the report names a halting hazard
+RULE_TEXT_CAUTION = "text_hazard_slow"            # the report names a caution hazard
+RULE_TEXT_SPEED = "text_hazard_speed_cap"         # reroute / slow_down speed near a named hazard
+
+TRAVEL_ACTIONS = ("continue", "go_to")
 
 
 @dataclass(frozen=True)
@@ -34,6 +70,22 @@ class DockSites:
 
     def nearest(self, zone: str) -> str:
         return self.near.get(zone, self.dock_ids[0] if self.dock_ids else "")
+
+
+@dataclass(frozen=True)
+class Situation:
+    """What the rules know besides the decision: the state, the report's hazards and the
+    planner's grounded goal (None = unknown to the caller: the target rules do not run)."""
+
+    state: RobotState
+    text_level: str = ""                       # hazards.HALT | hazards.CAUTION | ""
+    text_hazards: tuple[str, ...] = ()         # hazard classes named in the report
+    grounded: Optional[str] = None
+
+    @classmethod
+    def of(cls, state: RobotState, report: str = "", grounded: Optional[str] = None) -> "Situation":
+        found = hazards.scan(report) if report else []
+        return cls(state, hazards.severity(found), tuple(dict.fromkeys(m.kind for m in found)), grounded)
 
 
 class SafetyLayer:
@@ -49,7 +101,11 @@ class SafetyLayer:
         robot covers at its current speed before it has reacted and braked."""
         return self.cfg.person_stop_distance_m + state.speed_mps * self.cfg.person_reaction_time_s
 
-    def speed_cap(self, state: RobotState) -> tuple[float, list[str]]:
+    def situation(self, state: RobotState, report: str = "", grounded: Optional[str] = None) -> Situation:
+        """The Situation of a request (the report is scanned only when text rules are on)."""
+        return Situation.of(state, report if self.cfg.text_hazard_rules else "", grounded)
+
+    def speed_cap(self, state: RobotState, text_level: str = "") -> tuple[float, list[str]]:
         """Highest speed the rules allow in this state, and the rules that set it."""
         c = self.cfg
         caps = [(c.max_speed_mps, RULE_MAX_SPEED)]
@@ -59,14 +115,29 @@ class SafetyLayer:
             caps.append((c.person_slow_speed_mps, RULE_PERSON_SLOW))
         if state.obstacle_distance_m <= c.obstacle_slow_distance_m:
             caps.append((c.obstacle_slow_speed_mps, RULE_OBSTACLE_SLOW))
+        if text_level and c.text_hazard_rules:
+            caps.append((c.obstacle_slow_speed_mps, RULE_TEXT_SPEED))
         cap = min(v for v, _ in caps)
         return cap, [r for v, r in caps if v == cap]
 
-    def apply(self, decision: Decision, state: RobotState, place_ids: Sequence[str] = ()) -> Decision:
-        """The decision after the rules; ``source`` becomes safety_override when one changed it."""
+    def battery_low(self, state: RobotState) -> bool:
+        return state.battery_pct <= self.cfg.battery_dock_pct
+
+    def apply(self, decision: Decision, state: RobotState, report: str = "",
+              grounded: Optional[str] = None) -> Decision:
+        """The decision after the rules; ``source`` becomes safety_override when one changed it.
+        ``report``: the query text (text-hazard rules); ``grounded``: the planner's grounded goal
+        ("" = none; None = unknown, then the target rules are skipped)."""
+        if not self.cfg.enabled:
+            return decision
+        return self.apply_in(decision, self.situation(state, report, grounded))
+
+    def apply_in(self, decision: Decision, sit: Situation) -> Decision:
+        """``apply`` for a prepared Situation (the report scanned once)."""
         if not self.cfg.enabled:
             return decision
         c = self.cfg
+        state = sit.state
         d = copy.deepcopy(decision)
         fired: list[str] = []
 
@@ -76,16 +147,42 @@ class SafetyLayer:
                 d.target_place_id = ""
                 fired.append(rule)
 
+        if c.strict_targets and sit.grounded is not None:
+            self._targets(d, sit, fired)
+
+        person_slow = state.nearest_person_m <= c.person_slow_distance_m
         if state.nearest_person_m <= self.person_stop_distance(state):
             halt(RULE_PERSON_STOP)
         elif state.obstacle_distance_m <= c.obstacle_stop_distance_m:
             if d.action != "reroute":  # going around the obstacle is allowed
                 halt(RULE_OBSTACLE_STOP)
-        elif state.battery_pct <= c.battery_dock_pct and d.action != "dock" and \
-                state.nearest_person_m > c.person_slow_distance_m:
+        elif sit.text_level == hazards.HALT and c.text_hazard_rules:
+            if d.action != "reroute":  # going around the named hazard is allowed
+                halt(RULE_TEXT_HALT)
+        elif self.battery_low(state) and d.action != "dock" and not person_slow:
             # nothing near justifies halting: a robot left standing on a flat battery is stranded
             d.action = "dock"
             fired.append(RULE_BATTERY_DOCK)
+
+        if d.action == "continue" and sit.grounded == "" and not sit.text_level and \
+                c.battery_dock_pct < state.battery_pct <= c.battery_low_pct and not person_slow:
+            d.action = "dock"  # nothing to do on a low battery: go charge
+            fired.append(RULE_BATTERY_IDLE)
+        if c.text_hazard_rules and sit.text_level == hazards.CAUTION and d.action in TRAVEL_ACTIONS:
+            d.action, d.target_place_id = "slow_down", ""
+            fired.append(RULE_TEXT_CAUTION)
+        if c.slow_zone_no_travel:
+            obstacle_slow = state.obstacle_distance_m <= c.obstacle_slow_distance_m
+            if person_slow and d.action in (*TRAVEL_ACTIONS, "dock") or \
+                    obstacle_slow and d.action == "continue":
+                d.action, d.target_place_id = "slow_down", ""
+                fired.append(RULE_SLOW_ZONE)
+            elif obstacle_slow and d.action == "go_to":
+                # go around the close obstacle toward the goal (without one: creep on)
+                goal = sit.grounded if sit.grounded is not None else d.target_place_id
+                d.action, d.target_place_id = ("reroute", goal) if goal else ("slow_down", "")
+                fired.append(RULE_SLOW_ZONE)
+
         if d.action == "dock" and d.target_place_id not in self.docks.dock_ids:
             nearest = self.docks.nearest(state.zone)
             if nearest and nearest != d.target_place_id:
@@ -97,8 +194,8 @@ class SafetyLayer:
                 d.speed_limit_mps = 0.0
                 fired.append(RULE_HALT_SPEED)
         else:
-            cap, rules = self.speed_cap(state)
-            if d.speed_limit_mps <= 0.0 or d.speed_limit_mps > cap:
+            cap, rules = self.speed_cap(state, sit.text_level)
+            if d.speed_limit_mps <= 0.0 or d.speed_limit_mps > cap or math.isnan(d.speed_limit_mps):
                 if d.speed_limit_mps > cap:
                     fired.extend(rules)
                 d.speed_limit_mps = cap
@@ -110,3 +207,29 @@ class SafetyLayer:
         if changed and decision.source == SOURCE_LLM:
             d.source = SOURCE_SAFETY
         return d
+
+    def _targets(self, d: Decision, sit: Situation, fired: list[str]) -> None:
+        """Only the planner chooses destinations (see the module docstring)."""
+        goal = sit.grounded or ""
+        goal_is_dock = goal in self.docks.dock_ids
+        if d.action == "dock":
+            if goal_is_dock:
+                if d.target_place_id != goal:
+                    d.target_place_id = goal
+                    fired.append(RULE_GO_TO_GOAL)
+                return
+            if sit.state.battery_pct <= self.cfg.battery_low_pct:
+                return  # the dock rule below picks a dock when the target is not one
+            d.action, d.target_place_id = ("go_to", goal) if goal else ("continue", "")
+            fired.append(RULE_DOCK_UNJUSTIFIED)
+            return
+        if d.action == "go_to":
+            if not goal:
+                d.action, d.target_place_id = "continue", ""
+                fired.append(RULE_GO_TO_NO_GOAL)
+            elif d.target_place_id != goal:
+                d.target_place_id = goal
+                fired.append(RULE_GO_TO_GOAL)
+        elif d.action == "reroute" and d.target_place_id != goal:
+            d.target_place_id = goal
+            fired.append(RULE_REROUTE_GOAL)

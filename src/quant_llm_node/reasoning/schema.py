@@ -24,6 +24,29 @@ TARGET_ACTIONS = ("go_to", "dock", "reroute")
 SPEED_MAX_MPS = 2.0
 
 
+def json_object_complete(text: str) -> bool:
+    """True once a top-level JSON object has been closed (stop condition without grammar)."""
+    depth, in_str, esc, seen = 0, False, False, False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch == "{":
+            depth += 1
+            seen = True
+        elif ch == "}":
+            depth -= 1
+            if seen and depth == 0:
+                return True
+    return False
+
+
 class DecisionParseError(ValueError):
     """The model's text is not a valid decision."""
 

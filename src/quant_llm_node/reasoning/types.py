@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from quant_llm_node.grounding.index import GroundingResult
 
 ACTIONS = ("continue", "slow_down", "stop", "wait", "reroute", "go_to", "dock")
-# Actions that move the robot towards something; forbidden when a person is too close.
-MOVING_ACTIONS = ("continue", "go_to", "reroute", "dock", "slow_down")
 HALTING_ACTIONS = ("stop", "wait")
 
 SOURCE_LLM = "llm"
@@ -91,7 +92,8 @@ class NavResponse:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model_id: str = ""
-    grounding: dict[str, Any] = field(default_factory=dict)
+    backend: str = ""  # who generated the text: local, remote, or "" (nothing was generated)
+    grounding: Optional["GroundingResult"] = None
     decode_tps: float = 0.0  # for metrics; not part of the ROS message
 
     @classmethod

@@ -19,6 +19,16 @@ _MAX_BATTERY_PCT = 100.0
 _MAX_SPEED_MPS = 20.0
 _MAX_DISTANCE_M = 1.0e4
 
+# JSON-format limit of context_json: objects and arrays nested at most this deep. It keeps
+# json.loads (recursive in CPython, RecursionError near depth 1000) and the prompt's json.dumps
+# far from the interpreter's recursion limit; planner context is a few flat keys.
+MAX_CONTEXT_DEPTH = 32
+# A JSON string token, or one bracket: what the depth scan looks at (strings may hold brackets).
+# An unterminated string runs to the end of the text (optionally ending in a lone backslash), so
+# every '"' starts a token that matches without backtracking: the scan stays linear in the text.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
 
 def clean_text(name: str, value: Any, max_chars: int, required: bool = False) -> str:
     """Validate one free-text field; returns it stripped."""
@@ -83,18 +93,72 @@ def validate_state(raw: dict[str, Any], cfg: ServingConfig) -> RobotState:
     )
 
 
+def json_depth_error(text: str, limit: int = MAX_CONTEXT_DEPTH) -> str:
+    """Without recursion: "" when no object/array in ``text`` nests deeper than ``limit``,
+    else a message saying where. Brackets inside JSON strings do not count."""
+    depth = 0
+    for m in _JSON_TOKEN.finditer(text):
+        tok = m.group()
+        if tok == "[" or tok == "{":
+            depth += 1
+            if depth > limit:
+                return f"nested deeper than {limit} levels at position {m.start()}"
+        elif tok == "]" or tok == "}":
+            depth -= 1
+    return ""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _check_strings(value: Any) -> None:
+    """Every key and string in a parsed JSON value is valid Unicode (no lone surrogate, which
+    an escape such as "\\ud800" decodes to and which cannot be encoded to UTF-8 later).
+    Iterative: the value is at most MAX_CONTEXT_DEPTH deep, but no recursion is needed."""
+    stack: list[tuple[Any, str]] = [(value, "$")]
+    while stack:
+        v, path = stack.pop()
+        if isinstance(v, dict):
+            for k, item in v.items():
+                bad = _SURROGATE.search(k)
+                if bad:
+                    raise RequestError(E.INVALID_CONTEXT_JSON,
+                                       f"context_json has a lone surrogate (U+{ord(bad.group()):04X}) "
+                                       f"in a key of {path}")
+                stack.append((item, f"{path}.{k}" if len(path) < 200 else path))
+        elif isinstance(v, list):
+            stack.extend((item, f"{path}[{i}]" if len(path) < 200 else path)
+                         for i, item in enumerate(v))
+        elif isinstance(v, str):
+            bad = _SURROGATE.search(v)
+            if bad:
+                raise RequestError(E.INVALID_CONTEXT_JSON,
+                                   f"context_json has a lone surrogate (U+{ord(bad.group()):04X}) "
+                                   f"in the string at {path}")
+
+
 def parse_context(text: str, cfg: ServingConfig) -> dict[str, Any]:
-    """Optional context JSON: must be a JSON object when present."""
+    """Optional context JSON: must be a JSON object (RFC 8259: no NaN/Infinity), nested at most
+    MAX_CONTEXT_DEPTH deep, with valid Unicode strings, when present."""
     text = clean_text("context_json", text, cfg.max_context_chars)
     if not text:
         return {}
+    too_deep = json_depth_error(text)
+    if too_deep:
+        raise RequestError(E.INVALID_CONTEXT_JSON, f"context_json is {too_deep}")
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise RequestError(E.INVALID_CONTEXT_JSON,
                            f"context_json is not valid JSON: {exc.msg} at position {exc.pos}") from exc
+    except (ValueError, RecursionError) as exc:
+        # NaN/Infinity, an integer longer than Python's int conversion limit (4300 digits), or
+        # recursion deeper than the scan above admits: bad input all the same, never an internal error
+        raise RequestError(E.INVALID_CONTEXT_JSON, f"context_json is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise RequestError(E.INVALID_CONTEXT_JSON, "context_json must be a JSON object")
+    _check_strings(value)
     return value
 
 
@@ -114,7 +178,7 @@ def validate_request(raw: dict[str, Any], cfg: ServingConfig) -> NavRequest:
     if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 255:
         raise RequestError(E.INVALID_PRIORITY, "priority must be an integer 0..255")
     return NavRequest(
-        request_id=request_id or uuid.uuid4().hex[:12],
+        request_id=request_id or new_request_id(),
         query=clean_text("query", raw.get("query", ""), cfg.max_query_chars, required=True),
         goal=clean_text("goal", raw.get("goal", ""), cfg.max_goal_chars),
         state=validate_state(raw.get("state") or {}, cfg),
@@ -124,9 +188,20 @@ def validate_request(raw: dict[str, Any], cfg: ServingConfig) -> NavRequest:
     )
 
 
-def safe_request_id(raw: dict[str, Any], cfg: ServingConfig) -> str:
-    """The request id to echo in an error response, even when the request is invalid."""
+def new_request_id() -> str:
+    """The id given to a request that came without one."""
+    return uuid.uuid4().hex[:12]
+
+
+def safe_request_id(raw: dict[str, Any], cfg: ServingConfig | None = None) -> str:
+    """The request id to echo in an error response, even when the request is invalid: the
+    client's id when it is valid, a generated one when the client sent none (as for an accepted
+    request), "" when the client's id is itself invalid. ``cfg`` None: the default limits (a
+    node that is not configured yet)."""
     rid = raw.get("request_id", "")
-    if isinstance(rid, str) and len(rid) <= cfg.max_request_id_chars and _REQUEST_ID.match(rid):
+    max_chars = (cfg or ServingConfig()).max_request_id_chars
+    if isinstance(rid, str) and not rid.strip():
+        return new_request_id()
+    if isinstance(rid, str) and len(rid) <= max_chars and _REQUEST_ID.match(rid):
         return rid
     return ""

@@ -6,6 +6,16 @@ from typing import Any
 
 from quant_llm_node.reasoning.types import LATENCY_STAGES, NavResponse
 
+# RobotState.BATTERY_UNKNOWN, the default of RobotState.battery_pct: "not given" (a .msg cannot
+# default a float to NaN). Any other negative value stays negative and is rejected.
+BATTERY_UNKNOWN = -1.0
+
+
+def battery_from_msg(state: Any) -> float:
+    """RobotState.battery_pct for the core: the not-given sentinel becomes NaN (unknown)."""
+    value = float(state.battery_pct)
+    return math.nan if value == getattr(type(state), "BATTERY_UNKNOWN", BATTERY_UNKNOWN) else value
+
 
 def request_to_raw(msg: Any) -> dict[str, Any]:
     """NavQuery.Request / QueryRequest / Reason.Goal -> the dict validate_request takes."""
@@ -19,7 +29,7 @@ def request_to_raw(msg: Any) -> dict[str, Any]:
         "deadline_ms": int(msg.deadline_ms),
         "state": {
             "x": s.pose.x, "y": s.pose.y, "theta": s.pose.theta,
-            "speed_mps": s.speed_mps, "battery_pct": s.battery_pct,
+            "speed_mps": s.speed_mps, "battery_pct": battery_from_msg(s),
             "obstacle_distance_m": s.obstacle_distance_m,
             "people_distances_m": list(s.people_distances_m),
             "zone": s.zone,
@@ -59,12 +69,11 @@ def fill_response(out: Any, resp: NavResponse, with_request_id: bool = True) -> 
     out.decision.source = d.source
     out.decision.rules_fired = list(d.rules_fired)
     out.raw_text = resp.raw_text
-    lat = resp.latency
-    for name in LATENCY_STAGES:
-        setattr(out.latency, name, float(getattr(lat, name)))
+    _copy_latency(out.latency, resp.latency)
     out.prompt_tokens = int(resp.prompt_tokens)
     out.completion_tokens = int(resp.completion_tokens)
     out.model_id = resp.model_id
+    out.backend = resp.backend
     return out
 
 
@@ -83,3 +92,25 @@ def response_to_dict(msg: Any) -> dict[str, Any]:
         "prompt_tokens": msg.prompt_tokens, "completion_tokens": msg.completion_tokens,
         "model_id": msg.model_id,
     }
+
+
+def fill_stats(out: Any, resp: NavResponse, stamp: Any) -> Any:
+    """One QueryStats message for an answered request."""
+    out.stamp = stamp
+    out.request_id = resp.request_id
+    out.success = resp.success
+    out.error_code = resp.error_code
+    out.action = resp.decision.action
+    out.source = resp.decision.source
+    out.backend = resp.backend
+    out.model_id = resp.model_id
+    _copy_latency(out.latency, resp.latency)
+    out.prompt_tokens = int(resp.prompt_tokens)
+    out.completion_tokens = int(resp.completion_tokens)
+    out.decode_tokens_per_s = float(resp.decode_tps)
+    return out
+
+
+def _copy_latency(msg: Any, lat: Any) -> None:
+    for name in LATENCY_STAGES:
+        setattr(msg, name, float(getattr(lat, name)))

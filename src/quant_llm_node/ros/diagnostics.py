@@ -8,6 +8,8 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from quant_llm_node.reasoning.types import LATENCY_STAGES
+from quant_llm_node.serving.model_swap import SwapPhase, SwapStatus
+from quant_llm_node.serving.pipeline import GroundingStatus
 
 OK, WARN, ERROR, STALE = (DiagnosticStatus.OK, DiagnosticStatus.WARN,
                           DiagnosticStatus.ERROR, DiagnosticStatus.STALE)
@@ -41,13 +43,15 @@ def to_message(stamp, hardware_id: str, specs: list[StatusSpec]) -> DiagnosticAr
 
 
 def model_status(prefix: str, lifecycle: str, report, configure_error: str,
-                 requested_gpu_layers: int) -> StatusSpec:
-    """Model loaded? backend, quantization, offload (WARN when GPU asked but impossible)."""
+                 requested_gpu_layers: int, swap: SwapStatus | None = None) -> StatusSpec:
+    """Model loaded? backend, quantization, offload (WARN when GPU asked but impossible), and
+    the last model swap (ERROR when it failed: the old model serves)."""
     name = f"{prefix}: model"
     if configure_error:
         return StatusSpec(name, ERROR, configure_error, {"lifecycle_state": lifecycle})
     if report is None:
-        return StatusSpec(name, STALE, f"no model loaded (state {lifecycle})",
+        # unconfigured on purpose (autostart false, or after cleanup): present, never STALE
+        return StatusSpec(name, WARN, f"{lifecycle}: no model loaded",
                           {"lifecycle_state": lifecycle})
     g = report.gguf
     values = {
@@ -62,14 +66,30 @@ def model_status(prefix: str, lifecycle: str, report, configure_error: str,
         "kv_cache_type": report.kv_cache_type, "load_ms": report.load_ms,
     }
     values.update(report.extra)
+    if swap is not None and swap.phase is not SwapPhase.IDLE:
+        values.update({"swap_phase": swap.phase.value, "swap_target": swap.target,
+                       "swap_both_loaded": swap.both_loaded, "swap_ms": swap.duration_ms,
+                       "serving_model_id": swap.serving})
+        if swap.phase is SwapPhase.FAILED:
+            return StatusSpec(name, ERROR, f"model swap to {swap.target} failed: {swap.error}; "
+                                           f"serving {swap.serving or 'no model'}", values)
+        if swap.phase is SwapPhase.DRAINED:
+            return StatusSpec(name, WARN, f"model swap to {swap.target}: both do not fit, the "
+                                          "fallback answers while it loads", values)
+        if swap.phase is SwapPhase.LOADING:
+            return StatusSpec(name, OK, f"{report.model_id} serving; {swap.target} loading "
+                                        f"({lifecycle})", values)
     if requested_gpu_layers != 0 and not report.gpu_offload_supported:
         return StatusSpec(name, WARN, "GPU offload requested but this llama.cpp build cannot "
                                       "offload: running on CPU", values)
     return StatusSpec(name, OK, f"{report.model_id} loaded ({lifecycle})", values)
 
 
-def latency_status(prefix: str, snap: dict, roofline: dict | None = None) -> StatusSpec:
-    """p50/p95/p99 per stage, TTFT, decode tok/s, counters."""
+def latency_status(prefix: str, snap: dict | None, roofline: dict | None = None,
+                   lifecycle: str = "") -> StatusSpec:
+    """p50/p95/p99 per stage, TTFT, decode tok/s, counters (``snap`` None: not configured)."""
+    if snap is None:
+        return StatusSpec(f"{prefix}: inference latency", OK, f"no requests served ({lifecycle})", {})
     st = snap["stages"]
     c = snap["counters"]
     values: dict[str, Any] = {}
@@ -99,20 +119,33 @@ def latency_status(prefix: str, snap: dict, roofline: dict | None = None) -> Sta
     return StatusSpec(f"{prefix}: inference latency", level, msg, values)
 
 
-def queue_status(prefix: str, depth: int, capacity: int, accepting: bool, overloaded: int) -> StatusSpec:
+def queue_status(prefix: str, depth: int, capacity: int, accepting: bool, overloaded: int,
+                 lifecycle: str = "inactive") -> StatusSpec:
     level = WARN if depth >= capacity else OK
-    msg = "accepting" if accepting else "not accepting (inactive)"
+    msg = "accepting" if accepting else f"not accepting ({lifecycle})"
     return StatusSpec(f"{prefix}: queue", level, msg,
                       {"depth": depth, "capacity": capacity, "rejected_overloaded": overloaded})
 
 
-def grounding_status(prefix: str, info: dict) -> StatusSpec:
+def grounding_status(prefix: str, info: GroundingStatus) -> StatusSpec:
     name = f"{prefix}: grounding"
-    if not info.get("enabled"):
+    if not info.enabled:
         return StatusSpec(name, OK, "disabled", {})
-    if "ready" not in info:
-        return StatusSpec(name, STALE, "not configured", {})
-    if not info["ready"]:
-        return StatusSpec(name, ERROR, f"embedder unavailable: {info.get('error', '')}", {})
-    values = {k: v for k, v in info.items() if k not in ("enabled", "ready")}
-    return StatusSpec(name, OK, "ready", values)
+    if info.ready is None:
+        return StatusSpec(name, OK, "not loaded yet (node not configured)", {})
+    if not info.ready:
+        return StatusSpec(name, ERROR, f"embedder unavailable: {info.error}", {})
+    return StatusSpec(name, OK, "ready", {"providers": info.providers,
+                                          "provider_fallbacks": info.provider_fallbacks})
+
+
+def settings_status(prefix: str, cfg, lifecycle: str) -> StatusSpec:
+    """The live settings in force (safety thresholds, serving limits, generation)."""
+    name = f"{prefix}: settings"
+    if cfg is None:
+        return StatusSpec(name, OK, f"parameters apply at configure ({lifecycle})", {})
+    values = {f"safety.{k}": v for k, v in vars(cfg.safety).items()}
+    values.update({f"serving.{k}": v for k, v in vars(cfg.serving).items()})
+    values.update({f"engine.{k}": getattr(cfg.engine, k)
+                   for k in ("max_tokens", "temperature", "use_grammar")})
+    return StatusSpec(name, OK, "live settings in force", values)

@@ -28,10 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node.lifecycle_state == "active" and node.service is not None:
-            node.service.stop()
-        if node.service is not None:
-            node.service.cleanup()
+        node.release()  # queued requests answered SHUTTING_DOWN, models freed
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         if rclpy.ok():

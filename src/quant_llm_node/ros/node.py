@@ -11,7 +11,7 @@ import socket
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -21,27 +21,30 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 
 from quant_llm_interfaces.action import Reason
-from quant_llm_interfaces.msg import QueryRequest, QueryResult
+from quant_llm_interfaces.msg import QueryRequest, QueryResult, QueryStats
 from quant_llm_interfaces.srv import NavQuery
 
 from quant_llm_node.config import Config, ConfigError, NODE_NAME, config_from_flat, iter_settings
+from quant_llm_node.models.registry import resolve_model_path
 from quant_llm_node.reasoning import errors as E
 from quant_llm_node.reasoning.types import NavResponse
+from quant_llm_node.reasoning.validation import safe_request_id
 from quant_llm_node.ros import diagnostics as diag
-from quant_llm_node.ros.conversions import fill_response, request_to_raw
-from quant_llm_node.deploy import ProfileError
-from quant_llm_node.serving.components import apply_profile, grounder_factory, memory_check
-from quant_llm_node.serving.service import ConfigureError, NavigationService
+from quant_llm_node.ros.conversions import fill_response, fill_stats, request_to_raw
+from quant_llm_node.ros.parameters import descriptor, plan_change
+from quant_llm_node.serving.assembly import Assembly, ConfigureError, assemble
+from quant_llm_node.serving.model_swap import ModelSwapper, SwapStatus
+from quant_llm_node.serving.pipeline import GroundingStatus
+from quant_llm_node.serving.service import NavigationService
 
-_PARAM_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
-                float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
-                list: ParameterType.PARAMETER_STRING_ARRAY}
-
-
-# Reliable, with room for a burst of planners: a shallow history can overwrite unacknowledged
-# responses when many clients call at once.
-SERVICE_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
-                         history=HistoryPolicy.KEEP_LAST)
+# Requests are never overwritten before the executor takes them: a burst from many planners is
+# kept whole (reliable, keep all) and every request is answered, with a decision or OVERLOADED.
+SERVICE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         history=HistoryPolicy.KEEP_ALL)
+INTAKE_QOS = SERVICE_QOS
+# Answers on ~/query_out: deep enough for a burst's worth of answers to a slow reader.
+RESULT_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
+                        history=HistoryPolicy.KEEP_LAST)
 
 
 def _noop(_future: Future) -> None:
@@ -54,9 +57,8 @@ class QuantLlmNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any):
         super().__init__(node_name, **kwargs)
         self._declare_settings()
-        self.lifecycle_state = "unconfigured"
-        self.service: NavigationService | None = None
-        self.cfg: Config | None = None
+        self.service: NavigationService | None = None  # exists from configure to cleanup
+        self._assembly: Assembly | None = None           # the loaded models it runs on
         self.configure_error = ""
         self._serve_group = ReentrantCallbackGroup()
         self._diag_group = MutuallyExclusiveCallbackGroup()
@@ -64,17 +66,20 @@ class QuantLlmNode(LifecycleNode):
         self._query_srv = self.create_service(NavQuery, "~/query", self._on_query,
                                               qos_profile=SERVICE_QOS,
                                               callback_group=self._serve_group)
-        self._result_pub = self.create_publisher(QueryResult, "~/query_out", 50)
+        self._result_pub = self.create_publisher(QueryResult, "~/query_out", RESULT_QOS)
+        self._stats_pub = self.create_publisher(QueryStats, "~/stats", RESULT_QOS)
         self._query_sub = self.create_subscription(QueryRequest, "~/query_in", self._on_query_in,
-                                                   50, callback_group=self._serve_group)
+                                                   INTAKE_QOS, callback_group=self._serve_group)
         self._goal_jobs: dict[bytes, Any] = {}
         self._reason_server = ActionServer(
             self, Reason, "~/reason", execute_callback=self._execute_reason,
             goal_callback=lambda _goal: GoalResponse.ACCEPT,
-            cancel_callback=self._cancel_reason, callback_group=self._serve_group)
-        period = float(self.get_parameter("node.diagnostics_period_s").value)
-        self._diag_timer = self.create_timer(period, self.publish_diagnostics,
-                                             callback_group=self._diag_group)
+            cancel_callback=self._cancel_reason, callback_group=self._serve_group,
+            goal_service_qos_profile=SERVICE_QOS, result_service_qos_profile=SERVICE_QOS)
+        self._swapper: ModelSwapper | None = None
+        self._diag_timer = None
+        self._start_diagnostics_timer(float(self.get_parameter("node.diagnostics_period_s").value))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self._hardware_id = self.get_parameter("node.hardware_id").value or socket.gethostname()
         self._autostart_timer = None
         if self.get_parameter("node.autostart").value:
@@ -86,19 +91,8 @@ class QuantLlmNode(LifecycleNode):
         self.param_errors: list[str] = []
         defaults = Config().flat()
         for name, _, f in iter_settings():
-            meta = f.metadata
             default = defaults[name]
-            desc = ParameterDescriptor(description=meta["description"],
-                                       type=_PARAM_TYPES[type(default)])
-            if meta.get("choices"):
-                desc.additional_constraints = "one of: " + ", ".join(meta["choices"])
-            if meta.get("lo") is not None and meta.get("hi") is not None:
-                if isinstance(default, int) and not isinstance(default, bool):
-                    desc.integer_range = [IntegerRange(from_value=int(meta["lo"]),
-                                                       to_value=int(meta["hi"]), step=0)]
-                elif isinstance(default, float):
-                    desc.floating_point_range = [FloatingPointRange(
-                        from_value=float(meta["lo"]), to_value=float(meta["hi"]), step=0.0)]
+            desc = descriptor(name, default, f.metadata)
             try:
                 self.declare_parameter(name, default, desc)
             except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
@@ -107,12 +101,50 @@ class QuantLlmNode(LifecycleNode):
                 self.declare_parameter(name, default, desc, ignore_override=True)
                 self.param_errors.append(f"{name}: {exc}")
 
+    def _values(self) -> dict[str, Any]:
+        return {name: self.get_parameter(name).value for name, _, _ in iter_settings()}
+
     def read_config(self) -> Config:
         """Current parameter values as a validated Config (raises ConfigError)."""
-        return config_from_flat({name: self.get_parameter(name).value
-                                 for name, _, _ in iter_settings()})
+        return config_from_flat(self._values())
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Validate a change as configure would; apply live ones now, swap the model for
+        model.*, refuse the ones that need a reload while configured (saying so)."""
+        changes = {p.name: p.value for p in params}
+        service = self.service
+        plan = plan_change(self._values(), changes, service.cfg if service else None,
+                           swapping=self._swapper is not None and self._swapper.busy)
+        if not plan.ok:
+            return SetParametersResult(successful=False, reason=plan.reason)
+        if plan.swap is not None:
+            try:
+                resolve_model_path(plan.swap.model.name)
+            except KeyError as exc:
+                return SetParametersResult(successful=False, reason=str(exc).strip("'\""))
+        self.param_errors = [e for e in self.param_errors if e.split(":", 1)[0] not in changes]
+        if plan.live is not None:
+            service.apply_settings(plan.live)
+            if "node.diagnostics_period_s" in changes:
+                self._start_diagnostics_timer(plan.live.node.diagnostics_period_s)
+            self.get_logger().info(f"live parameters applied: {', '.join(sorted(changes))}")
+        if plan.swap is not None:
+            self._swapper.start(plan.swap)
+            self.get_logger().info(f"model swap to {plan.swap.model.name} started")
+        return SetParametersResult(successful=True)
+
+    def _start_diagnostics_timer(self, period_s: float) -> None:
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+        self._diag_timer = self.create_timer(period_s, self.publish_diagnostics,
+                                             callback_group=self._diag_group)
 
     # ---- lifecycle -------------------------------------------------------------------------
+    @property
+    def lifecycle_state(self) -> str:
+        """The label of rclpy's lifecycle state machine (the one owner of the state)."""
+        return self._state_machine.current_state[1]
+
     def _autostart(self) -> None:
         self._autostart_timer.cancel()
         self.destroy_timer(self._autostart_timer)
@@ -124,65 +156,77 @@ class QuantLlmNode(LifecycleNode):
         try:
             if self.param_errors:
                 raise ConfigError("invalid parameters: " + "; ".join(self.param_errors))
-            cfg, profile = apply_profile(self.read_config())
-            service = NavigationService(cfg, grounder_factory, memory_check(cfg, profile))
-            report = service.configure()
-        except (ConfigError, ConfigureError, ProfileError, OSError, ValueError) as exc:
+            assembly = assemble(self.read_config())
+        except (ConfigError, ConfigureError, OSError, ValueError) as exc:
             code = getattr(exc, "code", "CONFIG_INVALID")
             self.configure_error = f"{code}: {exc}"
             self.get_logger().error(f"configure failed: {self.configure_error}")
             self.publish_diagnostics()
             return TransitionCallbackReturn.FAILURE
-        self.cfg, self.service = cfg, service
-        self.lifecycle_state = "inactive"
+        self._assembly = assembly
+        self.service = NavigationService(assembly.cfg, assembly.pipeline())
+        self._swapper = ModelSwapper(self.service, lambda: self._assembly, self._set_assembly,
+                                     self._on_swap)
+        report = assembly.report
         self.get_logger().info(
             f"model {report.model_id} loaded in {report.load_ms:.0f} ms ({report.backend}); "
-            f"static prefix {service.prefix_ms.get('prefix_tokens')} tokens warmed in "
-            f"{service.prefix_ms['cold']:.0f} ms")
+            f"static prefix {assembly.prefix_tokens} tokens warmed in "
+            f"{assembly.prefix_cold_ms:.0f} ms")
         self.publish_diagnostics()
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         self.service.start()
-        self.lifecycle_state = "active"
         self.get_logger().info("active: serving ~/query and ~/query_in")
         return super().on_activate(state)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        self.lifecycle_state = "inactive"
         refused = self.service.stop()
         self.get_logger().info(f"inactive: {refused} queued requests answered {E.SHUTTING_DOWN}")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        self._release()
-        self.lifecycle_state = "unconfigured"
+        self.release()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        if self.service is not None and self.lifecycle_state == "active":
-            self.service.stop()
-        self._release()
-        self.lifecycle_state = "finalized"
+        self.release()
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: State) -> TransitionCallbackReturn:
-        self._release()
-        self.lifecycle_state = "unconfigured"
+        self.release()
         return TransitionCallbackReturn.SUCCESS
 
-    def _release(self) -> None:
+    def _set_assembly(self, assembly: Assembly) -> None:
+        self._assembly = assembly
+
+    def _on_swap(self, status: SwapStatus) -> None:
+        self.get_logger().info(f"model swap: {status.phase.value} (serving {status.serving or 'no model'})")
+
+    def release(self) -> None:
+        """Stop serving (queued requests get SHUTTING_DOWN) and free the models."""
+        if self._swapper is not None:
+            self._swapper.join()  # a swap in flight finishes before its models are freed
+            self._swapper = None
         if self.service is not None:
-            self.service.cleanup()
+            self.service.stop()  # idempotent: nothing queued once deactivated
             self.service = None
+        if self._assembly is not None:
+            self._assembly.close()
+            self._assembly = None
 
     # ---- serving ---------------------------------------------------------------------------
-    def _submit(self, raw: dict, on_done, on_partial=None):
-        """Hand a request to the core; answers NODE_INACTIVE unless active. Returns the Job."""
+    def _submit(self, raw: dict, reply, on_partial=None):
+        """Hand a request to the core, which answers NODE_INACTIVE unless its worker is
+        serving (activate starts it, deactivate stops it). Every answer also goes to ~/stats.
+        Returns the Job."""
+        def on_done(resp: NavResponse) -> None:
+            reply(resp)
+            self._stats_pub.publish(fill_stats(QueryStats(), resp, self.get_clock().now().to_msg()))
+
         service = self.service
-        if service is None or self.lifecycle_state != "active":
-            rid = raw.get("request_id")
-            on_done(NavResponse.rejected(rid if isinstance(rid, str) else "", E.NODE_INACTIVE,
+        if service is None:  # no model loaded: the answer still carries a usable request id
+            on_done(NavResponse.rejected(safe_request_id(raw), E.NODE_INACTIVE,
                                          f"the node is {self.lifecycle_state}, not active"))
             return None
         return service.submit(raw, on_done, on_partial)
@@ -212,8 +256,11 @@ class QuantLlmNode(LifecycleNode):
         future.add_done_callback(_noop)
         key = bytes(goal_handle.goal_id.uuid)
 
-        def on_partial(text: str, n_tokens: int) -> None:
-            goal_handle.publish_feedback(Reason.Feedback(partial_text=text, tokens_so_far=n_tokens))
+        def on_partial(view, text: str, n_tokens: int) -> None:
+            # only the safety-checked action is offered as something to act on
+            goal_handle.publish_feedback(Reason.Feedback(
+                checked_action=view.action if view else "", checked_source=view.source if view else "",
+                unchecked_partial_text=text, tokens_so_far=n_tokens))
 
         try:
             job = self._submit(request_to_raw(goal_handle.request), future.set_result, on_partial)
@@ -239,16 +286,26 @@ class QuantLlmNode(LifecycleNode):
     # ---- diagnostics -----------------------------------------------------------------------
     def publish_diagnostics(self) -> None:
         prefix = self.get_fully_qualified_name().lstrip("/")
-        service = self.service
-        report = service.report if service else None
+        service, assembly = self.service, self._assembly
+        report = assembly.report if assembly else None
         requested = (report.n_gpu_layers_requested if report is not None
                      else int(self.get_parameter("engine.n_gpu_layers").value))
-        specs = [diag.model_status(prefix, self.lifecycle_state, report, self.configure_error, requested)]
+        state = self.lifecycle_state
+        swap = self._swapper.status if self._swapper is not None else None
+        specs = [diag.model_status(prefix, state, report, self.configure_error, requested, swap)]
+        # every status in every state, at the level the state deserves
         if service is not None:
-            snap = service.metrics.snapshot()
-            specs.append(diag.latency_status(prefix, snap, service.roofline(snap)))
-            specs.append(diag.queue_status(prefix, service.scheduler.depth(), self.cfg.serving.queue_size,
-                                           service.scheduler.accepting,
-                                           snap["errors"].get(E.OVERLOADED, 0)))
-            specs.append(diag.grounding_status(prefix, service.grounding_status))
+            status = service.status()
+            specs.append(diag.latency_status(prefix, status.metrics, status.roofline))
+            specs.append(diag.queue_status(prefix, status.queue_depth, status.queue_capacity,
+                                           status.accepting,
+                                           status.metrics["errors"].get(E.OVERLOADED, 0)))
+            specs.append(diag.grounding_status(prefix, assembly.grounding))
+        else:
+            specs.append(diag.latency_status(prefix, None, lifecycle=state))
+            specs.append(diag.queue_status(prefix, 0, int(self.get_parameter("serving.queue_size").value),
+                                           False, 0, state))
+            specs.append(diag.grounding_status(prefix, GroundingStatus(
+                enabled=bool(self.get_parameter("grounding.enabled").value))))
+        specs.append(diag.settings_status(prefix, service.cfg if service else None, state))
         self._diag_pub.publish(diag.to_message(self.get_clock().now().to_msg(), self._hardware_id, specs))

@@ -13,9 +13,22 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from enum import Enum
+from typing import TYPE_CHECKING, Callable, Optional
 
 from quant_llm_node.reasoning.types import NavRequest, NavResponse
+
+if TYPE_CHECKING:
+    from quant_llm_node.reasoning.task import StreamView
+
+
+class LateReason(str, Enum):
+    """Why a job is answered without the model's decision."""
+
+    DEADLINE = "deadline"              # its deadline passed (queued or running)
+    EVICTED = "evicted"                # a full queue made room for safety-critical work
+    SHUTTING_DOWN = "shutting_down"    # the node deactivated while it was preempted
+    INTERNAL = "internal"              # the handler raised (a bug): answered, never dropped
 
 
 class Preempted(Exception):
@@ -28,7 +41,8 @@ class Job:
 
     request: NavRequest
     on_done: Callable[[NavResponse], None]
-    on_partial: Optional[Callable[[str, int], None]] = None
+    # streaming: (safety-checked view or None, unchecked partial text, tokens so far)
+    on_partial: Optional[Callable[[Optional["StreamView"], str, int], None]] = None
     submitted: float = field(default_factory=time.monotonic)
     cancel: threading.Event = field(default_factory=threading.Event)
     preempt: threading.Event = field(default_factory=threading.Event)
@@ -58,7 +72,7 @@ class Job:
 
 
 Handler = Callable[[Job], NavResponse]
-LateHandler = Callable[[Job, str], NavResponse]
+LateHandler = Callable[[Job, LateReason, str], NavResponse]  # (job, why, detail)
 
 
 class Scheduler:
@@ -106,6 +120,11 @@ class Scheduler:
         self._threads = []
         return len(queued)
 
+    def configure(self, queue_size: int, safety_priority: int) -> None:
+        """New limits for the next submissions (live settings); queued jobs stay queued."""
+        with self._cv:
+            self._queue_size, self._safety_priority = queue_size, safety_priority
+
     @property
     def accepting(self) -> bool:
         return self._accepting
@@ -147,7 +166,7 @@ class Scheduler:
         self._heap.remove(victim)
         heapq.heapify(self._heap)
         job = victim[-1]
-        threading.Thread(target=lambda: job.finish(self._late(job, "evicted")), daemon=True).start()
+        threading.Thread(target=lambda: job.finish(self._late(job, LateReason.EVICTED, "")), daemon=True).start()
         self._on_event("evicted")
         return True
 
@@ -174,10 +193,10 @@ class Scheduler:
                     if self._accepting:
                         self._push(job)
                         continue
-                job.finish(self._late(job, "shutting_down"))
+                job.finish(self._late(job, LateReason.SHUTTING_DOWN, ""))
                 continue
             except Exception as exc:  # a handler bug must not kill the worker
-                response = self._late(job, f"internal error: {exc!r}")
+                response = self._late(job, LateReason.INTERNAL, f"internal error: {exc!r}")
             with self._cv:
                 self._running = None
             if not job.finish(response):
@@ -209,5 +228,5 @@ class Scheduler:
                     self._cv.wait(wait)
             for e in late:
                 job = e[-1]
-                if job.finish(self._late(job, "deadline")):
+                if job.finish(self._late(job, LateReason.DEADLINE, "")):
                     self._on_event("deadline_miss")

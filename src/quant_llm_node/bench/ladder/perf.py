@@ -52,20 +52,18 @@ def scenario_runs(engine: LlamaEngine, scenarios: list[dict], places_file: str, 
                   max_tokens: int | None, passes: int, progress=print) -> dict:
     """Answer each scenario as NavigationService does; decisions and end-to-end latencies."""
     from quant_llm_node.config import load_config
-    from quant_llm_node.reasoning.prompt import PromptBuilder, plain_renderer
-    from quant_llm_node.reasoning.safety import SafetyLayer
-    from quant_llm_node.reasoning.schema import DecisionParseError, DecisionSchema
+    from quant_llm_node.reasoning.schema import DecisionParseError, json_object_complete
+    from quant_llm_node.reasoning.task import DecisionTask, config_path, load_map
     from quant_llm_node.reasoning.validation import validate_request
-    from quant_llm_node.serving.service import config_path, json_object_complete, load_map
 
     cfg = load_config(config_path(config_file))
-    places = load_map(places_file)
-    schema = DecisionSchema(places.ids)
-    safety = SafetyLayer(cfg.safety, places.docks)
-    grammar = schema.gbnf() if cfg.engine.use_grammar else None
+    if max_tokens:
+        cfg.engine.max_tokens = max_tokens
+    task = DecisionTask.from_config(cfg, load_map(places_file))
+    grammar = task.grammar
     stop = None if grammar else json_object_complete
-    limit = max_tokens or cfg.engine.max_tokens
-    builder = PromptBuilder(places.places, schema, engine.chat_renderer() or plain_renderer)
+    limit = task.max_tokens
+    builder = task.prompts(engine.chat_renderer())
     _cold(engine)
     prefix_ms = engine.warm(builder.static_prefix)
     rows, latencies, ttfts = [], [], []
@@ -77,9 +75,9 @@ def scenario_runs(engine: LlamaEngine, scenarios: list[dict], places_file: str, 
             g = engine.generate(builder.build(req, sc.get("grounded", "")), limit, grammar,
                                 cfg.engine.temperature, stop)
             try:
-                decision = schema.parse(g.text)
+                decision = task.schema.parse(g.text)
                 action, target = decision.action, decision.target_place_id
-                final = safety.apply(decision, req.state).action
+                final = task.decide(g.text, req, sc.get("grounded", "")).action
             except DecisionParseError:
                 action, target, final = INVALID_ACTION, "", INVALID_ACTION
             total_ms = (time.perf_counter() - t0) * MS_PER_S
@@ -104,7 +102,7 @@ def run(spec: dict, progress=print) -> dict:
     rss_base = rss_bytes()
     settings = EngineSettings(model_path=spec["model_path"], n_ctx=spec["n_ctx"],
                               n_threads=spec["threads"], n_batch=spec["n_batch"],
-                              n_gpu_layers=spec["n_gpu_layers"], seed=spec["seed"])
+                              n_gpu_layers=spec["n_gpu_layers"], seed=spec["seed"])  # the ladder's own
     engine = LlamaEngine(settings)
     report = engine.load(verify_checksum=False)
     out = {"load_ms": report.load_ms, "rss_baseline_bytes": rss_base, "rss_after_load_bytes": rss_bytes(),

@@ -81,8 +81,8 @@ def ground_scenarios(scenarios: list[dict], progress=print) -> str:
         return "none needed"
     try:
         from quant_llm_node.grounding.factory import open_place_index
-        from quant_llm_node.serving.service import config_path
-        index = open_place_index(config_path(PLACES_FILE), config_path(GROUNDING_FILE))
+        from quant_llm_node.reasoning.task import config_path, load_map
+        index = open_place_index(load_map(PLACES_FILE).places, config_path(GROUNDING_FILE))
     except Exception as exc:  # embedder not built: prompts carry the goal text only
         progress(f"[ground] grounder unavailable ({exc}); prompts carry goals without place ids")
         return f"unavailable: {exc}"

@@ -38,33 +38,28 @@ class Prompts:
 
 def load_engine(cfg: Config, model_path: str, threads: int) -> LlamaEngine:
     """The engine with the node's settings (checksum skipped: the node verified it)."""
-    e = cfg.engine
-    eng = LlamaEngine(EngineSettings(
-        model_path=model_path, n_ctx=e.n_ctx, n_threads=threads, n_batch=e.n_batch,
-        n_gpu_layers=e.n_gpu_layers, seed=e.seed, flash_attn=e.flash_attn,
-        kv_cache_type=e.kv_cache_type, use_mmap=e.use_mmap))
+    settings = EngineSettings.from_config(cfg.engine, model_path)
+    settings.n_threads = threads
+    eng = LlamaEngine(settings)
     eng.load(verify_checksum=False)
     return eng
 
 
 def build_prompts(engine: LlamaEngine, cfg: Config, cases: list[dict]) -> Prompts:
     """Prompts as NavigationService builds them (goal grounded to the expected place)."""
-    from quant_llm_node.reasoning.prompt import PromptBuilder, plain_renderer
-    from quant_llm_node.reasoning.schema import DecisionSchema
+    from quant_llm_node.reasoning.prompt import plain_renderer
+    from quant_llm_node.reasoning.task import DecisionTask
     from quant_llm_node.reasoning.validation import validate_request
-    from quant_llm_node.serving.service import load_map
 
-    places = load_map(cfg.grounding.places_file)
-    schema = DecisionSchema(places.ids)
+    task = DecisionTask.from_config(cfg)
     render = engine.chat_renderer() or plain_renderer
-    builder = PromptBuilder(places.places, schema, render)
+    builder = task.prompts(render)
     items = []
     for case in cases:
         req = validate_request(raw_request(case), cfg.serving)
         grounded = case.get("expect_place", "") if case.get("goal") else ""
         items.append((case.get("id", ""), builder.build(req, grounded)))
-    grammar = schema.gbnf() if cfg.engine.use_grammar else None
-    return Prompts(items, grammar, builder.static_prefix, render(UNRELATED))
+    return Prompts(items, task.grammar, builder.static_prefix, render(UNRELATED))
 
 
 def clear_kv(engine: LlamaEngine) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import time
 from typing import Any
 
 from quant_llm_node.ros.node_process import NodeProcess
 from quant_llm_node.bench.scenarios import raw_request
+from quant_llm_node.reasoning.types import LATENCY_STAGES
 
 ACTIVE_TIMEOUT_S = 180.0
 DISCOVERY_TIMEOUT_S = 30.0
@@ -17,7 +17,6 @@ STATE_TIMEOUT_S = 10.0
 POLL_S = 0.5
 CALL_TIMEOUT_S = 120.0
 STATE_ACTIVE = 3
-PREFIX_LOG = re.compile(r"static prefix (\d+) tokens warmed in (\d+) ms")
 
 
 class BenchClient:
@@ -119,9 +118,23 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def node_prefix_warm(log: str) -> dict[str, float]:
-    """The node's own static-prefix warm-up at configure (from its log)."""
-    m = PREFIX_LOG.search(log)
-    if not m:
-        return {"prefix_tokens": math.nan, "warm_ms": math.nan}
-    return {"prefix_tokens": float(m.group(1)), "warm_ms": float(m.group(2))}
+def node_prefix_warm(client: BenchClient, node_name: str,
+                     timeout: float = DISCOVERY_TIMEOUT_S) -> dict[str, float]:
+    """The node's own static-prefix warm-up at configure, read from its model diagnostics."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    found: dict[str, str] = {}
+
+    def on_diag(msg: DiagnosticArray) -> None:
+        for st in msg.status:
+            if st.name == f"{node_name}: model":
+                found.update({kv.key: kv.value for kv in st.values})
+
+    sub = client.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    try:
+        t0 = time.monotonic()
+        while "static_prefix_tokens" not in found and time.monotonic() - t0 < timeout:
+            client._rclpy.spin_once(client.node, timeout_sec=POLL_S)
+    finally:
+        client.node.destroy_subscription(sub)
+    return {"prefix_tokens": float(found.get("static_prefix_tokens", math.nan)),
+            "warm_ms": float(found.get("static_prefix_warm_ms", math.nan))}

@@ -106,7 +106,7 @@ def run_node_phases(a, model: str, threads: int, cases: list[dict], res: dict) -
     try:
         client = serve_ros.BenchClient()
         res["node"] = {"startup_s": client.wait_active(proc), "log": str(proc.log_path)}
-        res["node"].update(serve_ros.node_prefix_warm(proc.log()))
+        res["node"].update(serve_ros.node_prefix_warm(client, proc.name))
         serve_ros.sequential(client, proc.service, serve_ros.empty_requests(WARMUP_EMPTY, "warm"))
         if "overhead" not in a.skip:
             serve_ros.sequential(client, proc.service,  # last cases: the timed run starts elsewhere

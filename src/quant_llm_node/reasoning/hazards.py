@@ -1,0 +1,291 @@
+"""Hazards named in a report's text: a small multilingual lexicon with negation handling.
+
+The planner's perception fills the state (people, obstacle distance); a report can name a
+hazard the state does not show (a person on the floor, goods fallen across the lane, a spill,
+smoke, a door closing, a vehicle reversing, a stalled robot, a radio order to hold). The safety
+layer uses ``scan`` so that such a report can only make a decision more cautious: it never
+makes one less cautious, whatever the text says.
+
+Vocabulary is generic safety vocabulary grouped by hazard class, in English, German, Spanish,
+French and Chinese. A term does not count when a negation comes just before it in the same
+clause ("no smoke", "kein Hindernis", "没有障碍物"), or when the clause says the hazard is over
+("the spill was cleaned up"), unless the clause also tells the reader to disregard something
+("ignore the smoke") — an instruction to look away is not evidence that the way is clear.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+HALT = "halt"        # stop or wait (reroute allowed)
+CAUTION = "caution"  # at most slow_down
+
+_W = r"(?<![\w])"     # word start for Latin scripts (\b is not enough next to accents)
+_E = r"(?![\w])"
+
+
+def _words(*alts: str) -> str:
+    return _W + "(?:" + "|".join(alts) + ")" + _E
+
+
+# (hazard class, severity, pattern); patterns run on lower-cased, NFKC-normalised text.
+_LEXICON: tuple[tuple[str, str, str], ...] = (
+    # a person down or hurt
+    ("person_down", HALT, _words(
+        r"(?:lying|laying|lies|lay)\b.{0,30}\b(?:floor|ground|motionless|still|unconscious|face ?down)",
+        "collapsed", "fainted", "passed out", "unconscious", "unresponsive", "motionless", "slumped",
+        "injured", "bleeding", "knocked down", "fell down", "has fallen", "man down", "person down",
+        "worker down", r"tripped (?:and fell|over)", "hurt", "not moving", "not responding",
+        "keeled over", "sprawled", "trapped", "pinned", "needs help", "medical emergency",
+        "first aid", "ambulance", r"on the (?:floor|ground) (?:and|not) (?:moving|breathing|responding)",
+        # de
+        r"(?:liegt|liegen)\b.{0,30}\b(?:boden|reglos|bewusstlos)", "bewusstlos", "ohnmächtig",
+        "zusammengebrochen", "verletzt", "gestürzt", "regungslos", "reglos", "verunglückt",
+        "eingeklemmt", "notfall",
+        # es
+        r"tirad[oa]s?", r"tendid[oa]s?", "inconsciente", r"desmayad[oa]s?", r"herid[oa]s?", "inmóvil",
+        r"se (?:ha )?(?:caído|desmayado)", r"atrapad[oa]s?", r"aplastad[oa]s?", "emergencia",
+        # fr
+        r"allongée?s?", r"étendue?s?", r"inconsciente?s?", r"évanouie?s?", r"blessée?s?", "immobile",
+        "par terre", r"s'est effondrée?", "urgence", "au secours", r"écrasée?s?",
+    )),
+    ("person_down", HALT, r"(?:躺在地|倒在地|倒地|昏倒|晕倒|昏迷|受伤|摔倒|不省人事|一动不动|动不了|救命|急救|被压|压住|被困)"),
+    # goods fallen, scattered, collapsed
+    ("fallen_goods", HALT, _words(
+        r"fell (?:off|over|down|from|onto|into|across|out|on)", "fallen", "falling", "toppled", "toppling", r"tipped (?:over|off)", "knocked over",
+        "collapsed", "collapsing", "scattered", "strewn", "spilled out", "slid off", "caved in",
+        "debris", "broken glass", "shattered", "overturned", "upended", "rubble", r"crashed (?:down|off)",
+        r"(?:load|pallet|stack|shelf|shelving|rack|racking) (?:fell|came down|gave way|slid|shifted)", r"dropped\b.{0,20}\b(?:floor|ground|lane|aisle|path|way)",
+        # de
+        "gefallen", "umgefallen", "heruntergefallen", "runtergefallen", "herabgefallen", "umgestürzt",
+        "umgekippt", "eingestürzt", "verstreut", "trümmer", "scherben", "umgestoßen",
+        # es
+        r"caíd[oa]s?", "cayeron", "cayó", r"volcad[oa]s?", r"derrumbad[oa]s?", r"esparcid[oa]s?",
+        r"desparramad[oa]s?", "escombros", r"vidrios? rotos?", "derrumbe", r"se volcó", "volcó",
+        # fr
+        r"tombée?s?", r"effondrée?s?", r"éparpillée?s?", r"dispersée?s?", "débris", r"éboulée?s?",
+    )),
+    ("fallen_goods", HALT, r"(?:掉落|掉下|掉了|倒塌|坍塌|散落|翻倒|倒下|砸落|滑落|碎玻璃|翻了|倒了)"),
+    # liquids on the floor
+    ("spill", HALT, _words(
+        "spill", "spills", "spilled", "spilt", "spillage", "leak", "leaks", "leaking", "leaked",
+        "puddle", "puddles", "pool of", "pooling", "oil", "grease", "fuel", "diesel",
+        "coolant", "slick", r"hydraulic (?:fluid|oil)", r"(?:battery )?acid", "sludge",
+        r"liquid (?:on|across|all over)",
+        # de
+        "ausgelaufen", "ausgelaufenes", "verschüttet", "leck", "leckt", "öl", "ölfleck", "ölspur",
+        "pfütze", "lache", "kraftstoff", "hydrauliköl", "kühlmittel",
+        # es
+        "derrame", r"derramad[oa]s?", "derramó", "fuga", "gotea", "goteando", "charco", "aceite",
+        "combustible", "gasoil", "refrigerante", "ácido",
+        # fr
+        "fuite", "flaque", "huile", "carburant", "gazole", "acide", r"déversée?s?", r"répandue?s?", r"renversée?s?",
+    )),
+    ("spill", HALT, r"(?:泄漏|漏油|漏液|油污|油渍|机油|液压油|冷却液|溢出|洒了|洒落|洒在|一滩|酸液)"),
+    ("wet_floor", CAUTION, _words(
+        "wet", "damp", "slippery", "moist", "freshly mopped",
+        "nass", "nasse", "nassen", "feucht", "rutschig",
+        r"mojad[oa]s?", r"húmed[oa]s?", r"resbaladiz[oa]s?", "resbaloso",
+        r"mouillée?s?", "humide", r"glissante?s?",
+    )),
+    ("wet_floor", CAUTION, r"(?:积水|湿滑|地面湿|地滑|很滑|漏水)"),
+    # fire, smoke, alarms
+    ("fire_smoke", HALT, _words(
+        "smoke", "smoking", "smoky", r"smould\w*", r"smold\w*", "burning", "burnt", "flames?",
+        "on fire", r"fire(?! (?:exits?|doors?|extinguishers?|drills?|escapes?|lanes?|routes?|marshals?|"
+                   r"shutters?|safety|hose|hydrant|blanket))",
+        "sparks?", "sparking", "explosion", "fumes", r"evacuat\w*", "overheating", r"scorch\w*",
+        r"(?:alarm|siren)s?\b.{0,20}\b(?:sounding|going off|ringing|blaring|wailing)",
+        # de
+        "rauch", "qualm", "brandgeruch", "brennt", r"feuer(?!(?:löscher|tür|schutz|wehr))", "flammen", "funken",
+        "funkenflug", "verbrannt", "schwelbrand", "feueralarm", "brandalarm", r"evakuier\w*", r"überhitz\w*",
+        # es
+        "humo", "fuego", "incendio", "llamas?", "chispas?", "quemado", "ardiendo", "arde",
+        r"alarma de incendios?", r"evacua\w*", r"sobrecalentad[oa]s?",
+        # fr
+        "fumée", r"(?<!coupe-)feu(?! (?:vert|rouge|orange|de signalisation))", "incendie", "flammes?",
+        "étincelles?", "brûle", "odeur de brûlé", "alarme incendie", r"évacu\w*", "surchauffe",
+    )),
+    ("fire_smoke", HALT, r"(?:冒烟|烟雾|浓烟|有烟|起火|着火|失火|火灾|火焰|火苗|火花|明火|烧焦|焦味|燃烧|爆炸|警报|疏散|过热)"),
+    # doors, shutters, gates, barriers closing
+    ("closing_barrier", HALT, _words(
+        r"(?:doors?|shutters?|gates?|barriers?|boom)\b.{0,40}\b(?:closing|lowering|descending|coming down|"
+        r"shutting|starting to close|started to close|begun to close|about to close|rolling down|"
+        r"swinging shut|sliding shut)",
+        r"(?:closing|lowering|descending)\b.{0,20}\b(?:doors?|shutters?|gates?|barriers?)",
+        # de
+        r"schließt sich", r"schliesst sich", r"senkt sich", r"fährt (?:herunter|runter|zu)", r"geht zu",
+        r"kommt (?:herunter|runter)", r"rollt (?:herunter|runter)",
+        # es
+        "cerrándose", r"se (?:está )?cerrando", "se cierra", r"(?:está )?bajando", "desciende", "descendiendo",
+        # fr
+        "se ferme", "se referme", r"en train de se fermer", "se baisse", "descend", "s'abaisse",
+    )),
+    ("closing_barrier", HALT, r"(?:正在关|在关闭|正在下降|在下降|正在落下|落下来|降下来|要关了|自动关闭|关门了|快关了)"),
+    # something moving toward the robot: reversing vehicles, head-on traffic
+    ("approaching", HALT, _words(
+        "reversing", r"backing (?:up|out|toward|towards|into|in)", "backs up", "in reverse",
+        r"reverse (?:beeper|beeping|alarm|lights?|gear)",
+        r"(?:toward|towards|straight at|right at|heading at|coming at|charging at) (?:me|the robot|us|my)",
+        r"head[- ]on", "oncoming", "closing in", "closing on me", "collision course", "runaway",
+        "out of control", r"not (?:stopping|yielding|slowing)",
+        r"(?<!i'm )(?<!i am )(?<!we're )(?<!we are )approaching", r"no sign of (?:stopping|yielding|slowing)",
+        r"(?:won't|doesn't|does not|will not) (?:stop|yield|slow)",
+        r"(?:approaching|coming) (?:me|us|the robot|fast|quickly)", "bearing down", r"heading (?:for|straight for) me",
+        r"speeding (?:toward|towards|down|through)",
+        # de
+        "rückwärts", "setzt zurück", "stößt zurück", r"(?:kommt|fährt|läuft|rollt) (?:direkt )?auf mich zu",
+        "auf mich zu", "gegenverkehr", "frontal", "kollisionskurs",
+        # es
+        "marcha atrás", "retrocede", "retrocediendo", "reversa", "hacia mí", "contra mí", "de frente",
+        "se acerca", "se me acerca", "acercándose", r"viene (?:hacia|directo)",
+        # fr
+        "recule", "reculant", "marche arrière", "vers moi", "sur moi", "droit sur", "de face",
+        "en sens inverse", "fonce", "s'approche", r"vient (?:vers|sur) moi",
+    )),
+    ("approaching", HALT, r"(?:倒车|后退|倒退|朝我|冲向我|冲我|向我(?:驶|开|冲|走|跑|靠)|迎面|逆行|对向|逼近|靠近我|冲过来|开过来|朝这边)"),
+    # the way blocked, closed, a stalled vehicle or robot
+    ("blocked", HALT, _words(
+        "blocked", "blocking", "blocks", "obstructed", "obstructing", "obstruction", "obstacles?",
+        "impassable", "jammed", "stuck", "stalled", "broken down", "broke down", "breakdown",
+        r"(?:fault|error|warning) lights?", "out of service", "in the way",
+        r"across (?:the|my|this|our|its) (?:aisle|lane|path|route|way|corridor|passage|road|width)",
+        r"(?:aisle|lane|path|route|way|area|zone|section|corridor|passage|crossing|bay)\b.{0,25}\b"
+        r"(?:closed|cordoned|taped off|roped off|fenced off|sealed off|shut)",
+        r"(?:closed|cordoned|taped|roped|fenced|sealed) off", "no entry", "do not enter", "keep out",
+        r"off[- ]limits", "work zone", r"(?:maintenance|repairs?|works?) in progress", "under maintenance",
+        "deadlock", "deadlocked", r"e-?stopped",
+        # de
+        "blockiert", "versperrt", "gesperrt", "verstellt", "hindernis", "hindernisse", "steckt fest",
+        "festgefahren", "liegengeblieben", "störung", "defekt", "im weg", r"quer (?:über|auf|im|in)",
+        "wartungsarbeiten", "nicht betreten",
+        # es
+        r"bloquead[oa]s?", "bloquea", r"obstruid[oa]s?", r"obstáculos?", r"atascad[oa]s?",
+        r"averiad[oa]s?", r"en medio del (?:pasillo|paso|carril)", "impide el paso",
+        r"(?:pasillo|paso|zona|área|carril|ruta)\b.{0,20}\bcerrad[oa]", "prohibido el paso", "no pase",
+        "en mantenimiento",
+        # fr
+        r"bloquée?s?", "bloque", r"obstruée?s?", "obstacles?", r"coincée?s?", "en panne",
+        r"immobilisée?s?", r"barrée?s?", r"encombrée?s?", "en travers",
+        r"(?:allée|passage|zone|voie|couloir)\b.{0,20}\bfermée?", "accès interdit", "en maintenance",
+    )),
+    ("blocked", HALT, r"(?:堵住|堵塞|堵了|挡住|挡路|阻塞|障碍|卡住|卡在|故障|抛锚|横在|封闭|封锁|禁止通行|不能通行|无法通过|过不去|维修中|检修中|请勿进入)"),
+    # an order to halt or hold (radio, operator)
+    ("stop_order", HALT, _words(
+        r"(?:all|every) (?:units?|robots?|vehicles?|traffic|agvs?|amrs?|trucks?)\b.{0,30}\b"
+        r"(?:stop|halt|hold|freeze|wait|stand by|stay)",
+        r"hold (?:your |their )?position", "emergency stop", "e-stop", "estop",
+        r"(?:stop|halt|freeze) (?:now|immediately|right now|where you are|at once)",
+        r"do not (?:move|proceed|enter|go)", r"don't (?:move|proceed|enter|go)",
+        r"stay (?:where you are|put|back|clear)", "stand still", "wait for clearance",
+        r"(?:dispatch|dispatcher|supervisor|control|operator|radio|foreman|shift lead)\b.{0,40}\b"
+        r"(?:stop|halt|hold|wait|freeze|stand by)",
+        # de
+        "stopp", "anhalten", r"stehen ?bleiben", "position halten", r"nicht (?:weiterfahren|einfahren)",
+        "notaus", "not-aus", "nothalt", r"alle\b.{0,20}\b(?:halten|stoppen|warten)", "sofort anhalten",
+        r"(?:funk|leitstand|schichtleiter\w*|vorarbeiter)\b.{0,40}\b(?:halt|stopp|warten|anhalten)",
+        # es
+        r"¡\s*alto", "alto total", r"deténg[ae]n?se", "detente", "paren", "no avance", "no avancen",
+        "no entrar", "no pasar", "quietos", "parada de emergencia", r"mantengan? (?:la )?posición",
+        r"(?:radio|supervisor\w*|jef[ea]|control)\b.{0,40}\b(?:paren|esperen|alto|deténganse)",
+        # fr
+        "arrêtez", "arrête-toi", "arrêtez-vous", "halte", "ne bougez plus", "ne pas avancer",
+        "n'avancez pas", "restez en position", "tenez la position", "arrêt d'urgence",
+        "entrée interdite", "interdit d'entrer", "n'avancez plus",
+        r"(?:radio|superviseur|chef|contrôle)\b.{0,40}\b(?:arrêtez|attendez|stop)",
+    )),
+    ("stop_order", HALT, r"(?:^\W*(?:stop|halt|freeze|wait|hold|stopp|alto|arrête|停)\W*$|停下|停车(?!场|位)|立即停|马上停|原地等待|原地待命|保持位置|不要动|别动|不要前进|禁止进入|全部停|紧急停止|急停|原地不动|请等待|所有.{0,6}(?:停|等待|待命))"),
+    # a person in the way, named only in the text
+    ("person_in_path", HALT, _words(
+        r"(?:person|someone|somebody|people|workers?|pedestrians?|child|children|kids?|visitors?|"
+        r"operators?|pickers?|colleagues?|man|woman|guy)\b.{0,40}\b(?:in front of me|in my (?:path|way|lane)|"
+        r"right ahead|directly ahead|just ahead|in the way|stepped (?:out|into|in front)|"
+        r"walked (?:out|into|in front)|ran (?:out|into|in front)|darted)",
+        r"(?:person|jemand|mitarbeiter\w*|kollegin|kollege|kind|fußgänger|leute|menschen)\b.{0,40}\b"
+        r"(?:vor mir|im weg|direkt vor)",
+        r"(?:persona|alguien|trabajador\w*|operari[oa]|niñ[oa]|gente|peatón)\b.{0,40}\b"
+        r"(?:delante de mí|frente a mí|en mi camino)",
+        r"(?:une personne|quelqu'un|ouvrier\w*|opérat\w+|enfant|piéton|collègue)\b.{0,40}\b"
+        r"(?:devant moi|sur mon chemin)",
+    )),
+    ("person_in_path", HALT, r"(?:有人|一个人|工人|行人|小孩|孩子|同事|人员).{0,10}(?:在我前面|挡|站在路|在路中|面前)"),
+)
+
+_COMPILED = tuple((kind, sev, re.compile(pat)) for kind, sev, pat in _LEXICON)
+
+_NEGATORS = frozenset("""
+no not nobody none nothing never without zero free n't isn't aren't wasn't weren't don't doesn't
+didn't hasn't haven't won't cannot can't nor neither
+kein keine keinen keiner keinem keines nicht ohne niemand nichts weder
+sin ningún ninguna ninguno nada nadie ni tampoco
+pas aucun aucune sans rien jamais ni
+""".split())
+_CJK_NEGATION = re.compile(r"(?:没有|没|无|不|未|别|并无)[^，。；！？,.;!?]{0,3}$")
+# the hazard is over (anywhere in the clause)
+_RESOLVED = (_words(
+    "cleared", "cleaned up", "cleaned", "mopped up", "removed", "gone", "has left", "have left",
+    "already left", "moved away", "moved on", "no longer", "fixed", "repaired", "reopened",
+    "resolved", "picked up", "put away", "tidied", "all clear",
+    "aufgeräumt", "entfernt", "beseitigt", "wieder frei", "behoben",
+    r"limpiad[oa]", r"retirad[oa]", r"despejad[oa]", r"recogid[oa]", "ya no",
+    r"nettoyée?s?", r"retirée?s?", r"dégagée?s?", r"ramassée?s?", "ne plus",
+)) + r"|(?:已清理|已清除|清理干净|已经清理|已移走|已修复|已解除|已经离开|恢复通行)"
+_RESOLVED_RE = re.compile(_RESOLVED)
+# an instruction to look away is no evidence of a clear way
+_DISREGARD = (_words(
+    "ignore", "ignoring", "disregard", r"don't (?:worry|mind|care)", r"do not (?:worry|mind|care)",
+    "never mind", "regardless", "despite", "pay no attention", "pretend",
+    "ignorier\\w*", "trotz", "ignora\\w*", "ignore[rz]?", "malgré",
+)) + r"|(?:忽略|无视|不要管|别管|不用管)"
+_DISREGARD_RE = re.compile(_DISREGARD)
+_CLAUSE = re.compile(r"[.;:!?\n。；：！？]+|,|，|、|\s[-–—]\s|\b(?:but|however|although|aber|pero|mais|sino)\b|但是|可是|不过|但")
+_TOKEN = re.compile(r"[\w'’]+")
+
+
+@dataclass(frozen=True)
+class HazardMatch:
+    """One hazard term found in a report."""
+
+    kind: str
+    severity: str
+    text: str
+
+
+def normalise(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).lower().replace("’", "'")
+    return re.sub(r"\s+", " ", text)
+
+
+def _negated(before: str) -> bool:
+    """A negation among the last three words (or CJK characters) before a term."""
+    if _CJK_NEGATION.search(before):
+        return True
+    tokens = _TOKEN.findall(before)[-3:]
+    return any(t in _NEGATORS or t.endswith("n't") or t.startswith("n'") for t in tokens)
+
+
+def scan(text: str) -> list[HazardMatch]:
+    """Hazard terms of ``text`` that are neither negated nor said to be over."""
+    found: list[HazardMatch] = []
+    for clause in _CLAUSE.split(normalise(text or "")):
+        if not clause or not clause.strip():
+            continue
+        disregard = bool(_DISREGARD_RE.search(clause))
+        resolved = bool(_RESOLVED_RE.search(clause)) and not disregard
+        if resolved:
+            continue
+        for kind, sev, rx in _COMPILED:
+            for m in rx.finditer(clause):
+                if not disregard and _negated(clause[:m.start()]):
+                    continue
+                found.append(HazardMatch(kind, sev, m.group(0)))
+                break
+    return found
+
+
+def severity(matches: list[HazardMatch]) -> str:
+    """HALT when any match halts, CAUTION when any cautions, else ""."""
+    if any(m.severity == HALT for m in matches):
+        return HALT
+    return CAUTION if matches else ""

@@ -1,0 +1,195 @@
+"""Configure-time assembly: config -> loaded models and the parts of the request pipeline.
+
+One straight sequence, each step raising ConfigureError with a stable code: apply the device
+profile, read the map, resolve the model, read its GGUF header (and checksum), check the memory
+budget, load the engine (and a draft model or speculative decoder), build the prompt and warm
+its static prefix, open the grounder. The result owns the loaded models until ``close()``.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+
+from quant_llm_node.config import Config, EngineConfig
+from quant_llm_node.deploy import (
+    BudgetVerdict, DeviceProfile, ProfileError, available_memory_bytes, check_budget,
+    check_profile_memory, estimate_memory, load_profile)
+from quant_llm_node.deploy.profiles import ENGINE_KEYS
+from quant_llm_node.engine.gguf_file import GGUFInfo, ModelFileError, verify_model_file
+from quant_llm_node.engine.llama_engine import EngineError, EngineReport, EngineSettings, LlamaEngine
+from quant_llm_node.errors import CodedError
+from quant_llm_node.grounding import open_place_index
+from quant_llm_node.models.registry import resolve_model_path
+from quant_llm_node.reasoning.prompt import PromptBuilder
+from quant_llm_node.reasoning.task import DecisionTask, config_path
+from quant_llm_node.serving.pipeline import Generator, GroundingStatus, Pipeline, Roofline
+from quant_llm_node.serving.roofline import measure_read_bandwidth_gbps
+
+log = logging.getLogger("quant_llm_node")
+
+
+class ConfigureError(CodedError, RuntimeError):
+    """configure failed; ``code`` and message go to the ERROR diagnostic."""
+
+
+def apply_profile(cfg: Config) -> tuple[Config, DeviceProfile | None]:
+    """The profile named in ``node.device_profile`` supplies engine settings; a parameter set
+    to a value other than its default wins over the profile. Raises ProfileError."""
+    if not cfg.node.device_profile:
+        return cfg, None
+    profile = load_profile(cfg.node.device_profile)
+    cfg = copy.deepcopy(cfg)
+    defaults = EngineConfig()
+    for key in ENGINE_KEYS:
+        if getattr(cfg.engine, key) == getattr(defaults, key):
+            setattr(cfg.engine, key, getattr(profile, key))
+    if not cfg.engine.memory_bandwidth_gbps:
+        cfg.engine.memory_bandwidth_gbps = profile.memory_bandwidth_gbps
+    effective = profile.replace(**{k: getattr(cfg.engine, k) for k in ENGINE_KEYS})
+    return cfg, effective
+
+
+def check_memory(cfg: Config, profile: DeviceProfile | None, info: GGUFInfo,
+                 resident_bytes: int = 0) -> BudgetVerdict:
+    """Weights + KV + buffers against the profile's budget and the free memory (against free
+    memory alone when no profile is set), beside ``resident_bytes`` of a model kept loaded."""
+    if profile is not None:
+        return check_profile_memory(info, profile, resident_bytes=resident_bytes)
+    e = cfg.engine
+    estimate = estimate_memory(info, n_ctx=e.n_ctx, kv_cache_type=e.kv_cache_type,
+                               n_batch=e.n_batch, flash_attn=e.flash_attn)
+    free = available_memory_bytes()
+    return check_budget(estimate, free or estimate.total_bytes, free, resident_bytes)
+
+
+@dataclass
+class Assembly:
+    """What configure built. Owns the loaded models (``close()`` frees them)."""
+
+    cfg: Config
+    task: DecisionTask
+    engine: LlamaEngine | None = None
+    generator: Generator | None = None   # the engine, or a speculative decoder over it
+    draft: LlamaEngine | None = None
+    report: EngineReport | None = None
+    prompts: PromptBuilder | None = None
+    prefix_tokens: int = 0
+    prefix_cold_ms: float = float("nan")
+    grounder: object | None = None
+    grounding: GroundingStatus = field(default_factory=GroundingStatus)
+    roofline: Roofline | None = None
+    memory: dict[str, str] = field(default_factory=dict)
+    memory_bytes: int = 0                  # the budget check's estimate of what it holds
+
+    @property
+    def model_id(self) -> str:
+        return self.report.model_id if self.report else ""
+
+    def pipeline(self) -> Pipeline:
+        """The request pipeline's view of this assembly (immutable; swapped whole)."""
+        return Pipeline(task=self.task, prompts=self.prompts, generator=self.generator,
+                        grounder=self.grounder, model_id=self.model_id, roofline=self.roofline)
+
+    def close(self) -> None:
+        """Free the speculative decoder, the draft and the model."""
+        if self.generator is not None and self.generator is not self.engine:
+            close = getattr(self.generator, "close", None)
+            if close is not None:
+                close()
+        for engine in (self.draft, self.engine):
+            if engine is not None:
+                engine.close()
+        self.engine = self.generator = self.draft = None
+
+
+def assemble(cfg: Config, grounding: bool = True, warm: bool = True,
+             resident_bytes: int = 0) -> Assembly:
+    """Run the configure sequence for ``cfg``; raises ConfigureError (and frees what it loaded).
+    ``resident_bytes``: memory of a model that stays loaded meanwhile (a model swap)."""
+    try:
+        cfg, profile = apply_profile(cfg)
+    except ProfileError as exc:
+        raise ConfigureError("CONFIG_INVALID", str(exc)) from exc
+    try:
+        task = DecisionTask.from_config(cfg)
+    except (OSError, ValueError) as exc:
+        raise ConfigureError("CONFIG_INVALID", f"places file: {exc}") from exc
+    out = Assembly(cfg=cfg, task=task)
+    try:
+        _load_models(out, profile, resident_bytes)
+        out.prompts = task.prompts(out.engine.chat_renderer())
+        out.prefix_tokens = out.engine.count_tokens(out.prompts.static_prefix)
+        if warm:
+            out.prefix_cold_ms = out.engine.warm(out.prompts.static_prefix)
+        out.report.extra.update(static_prefix_tokens=out.prefix_tokens,
+                                static_prefix_warm_ms=round(out.prefix_cold_ms, 1))
+    except BaseException:
+        out.close()
+        raise
+    bandwidth = cfg.engine.memory_bandwidth_gbps or measure_read_bandwidth_gbps()
+    out.roofline = Roofline(out.engine.info.tensor_bytes, bandwidth)
+    out.grounding = GroundingStatus(enabled=cfg.grounding.enabled and grounding)
+    if out.grounding.enabled:
+        _open_grounder(out)
+    return out
+
+
+def _load_models(out: Assembly, profile: DeviceProfile | None, resident_bytes: int) -> None:
+    c = out.cfg
+    try:
+        path, manifest_sha = resolve_model_path(c.model.name)
+    except KeyError as exc:
+        raise ConfigureError("MODEL_UNKNOWN", str(exc).strip("'\"")) from exc
+    settings = EngineSettings.from_config(c.engine, path, c.model.sha256 or manifest_sha)
+    try:
+        info = verify_model_file(settings.model_path,
+                                 settings.sha256 if c.model.verify_checksum else "")
+        verdict = check_memory(c, profile, info, resident_bytes)
+        out.memory = verdict.key_values()
+        out.memory_bytes = verdict.estimate.total_bytes
+        if not verdict.ok:
+            raise ConfigureError("MEMORY_BUDGET_EXCEEDED", verdict.message)
+        out.engine = LlamaEngine(settings)
+        out.report = out.engine.load(info=info)
+    except (ModelFileError, EngineError) as exc:
+        raise ConfigureError(exc.code, str(exc)) from exc
+    out.report.extra.update(out.memory)
+    out.generator = out.engine
+    if c.engine.speculative != "off":
+        out.generator = _speculative(out)
+
+
+def _speculative(out: Assembly):
+    """A SpeculativeDecoder over the target (prompt lookup, or a draft model)."""
+    from quant_llm_node.engine.speculative import SpeculativeDecoder
+    c = out.cfg
+    if c.engine.speculative == "draft":
+        if not c.model.draft_name:
+            raise ConfigureError("CONFIG_INVALID", "engine.speculative is draft but model.draft_name is empty")
+        try:
+            out.draft = LlamaEngine(EngineSettings.from_config(c.engine, *resolve_model_path(c.model.draft_name)))
+            out.draft.load(verify_checksum=c.model.verify_checksum)
+        except KeyError as exc:
+            raise ConfigureError("MODEL_UNKNOWN", f"draft model: {exc}") from exc
+        except (ModelFileError, EngineError) as exc:
+            raise ConfigureError(exc.code, f"draft model: {exc}") from exc
+    try:
+        return SpeculativeDecoder(out.engine, c.engine.speculative, out.draft, k=c.engine.draft_tokens)
+    except ValueError as exc:
+        raise ConfigureError("CONFIG_INVALID", f"speculative decoding: {exc}") from exc
+
+
+def _open_grounder(out: Assembly) -> None:
+    """The INT8 ONNX Runtime embedder over the map's places; optional: the node still serves."""
+    try:
+        out.grounder = open_place_index(out.task.places.places,
+                                        config_path(out.cfg.grounding.settings_file))
+    except Exception as exc:  # noqa: BLE001 — any failure leaves grounding off, said in diagnostics
+        out.grounding.ready, out.grounding.error = False, str(exc)
+        log.error("grounding unavailable: %s", exc)
+        return
+    info = out.grounder.embedder.info()
+    out.grounding.ready = True
+    out.grounding.providers = ",".join(info.get("providers", []))
+    out.grounding.provider_fallbacks = ",".join(info.get("fallbacks", []))

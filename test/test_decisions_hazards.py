@@ -1,0 +1,69 @@
+"""The report-text hazard lexicon: recall on hazard classes in five languages, negations and
+hazards said to be over, and no false alarm on ordinary clear-way reports (written for this
+test, not taken from any corpus file)."""
+import pytest
+
+from quant_llm_node.reasoning.hazards import CAUTION, HALT, scan, severity
+
+HAZARDS = {
+    "person_down": ["A picker fainted next to the conveyor.", "Somebody is lying on the ground by rack C.",
+                    "A colleague tripped and fell, she is not responding.",
+                    "Ein Kollege ist gestürzt und bewusstlos.", "Un trabajador está tendido, inconsciente.",
+                    "Une femme est allongée, inconsciente.", "有人晕倒在通道里。"],
+    "fallen_goods": ["A stack of tins toppled into the lane.", "Debris from a broken pallet is all over.",
+                     "The shelf gave way and cartons crashed down.", "Kisten sind umgefallen.",
+                     "Se cayeron cajas del estante.", "Des colis sont tombés de l'étagère.", "货架上的箱子掉落了。"],
+    "spill": ["Engine oil is leaking across the floor.", "There is a big puddle of coolant.",
+              "Öl ist ausgelaufen.", "Hay una fuga de aceite.", "Une flaque d'huile devant moi.", "地上有一滩机油。"],
+    "fire_smoke": ["Sparks are flying from the charger.", "I smell smoke near the compressor.",
+                   "The fire alarm is sounding.", "Es brennt im Lager.", "Hay humo en el muelle.",
+                   "Il y a des flammes.", "仓库里冒烟了。"],
+    "closing_barrier": ["The high-speed door is closing on my path.", "The gate ahead started to close.",
+                        "Das Rolltor schließt sich.", "La puerta se está cerrando.", "La porte se ferme.",
+                        "前面的卷帘门正在下降。"],
+    "approaching": ["A reach truck is backing up right behind me.", "An AGV is coming head-on.",
+                    "A pallet truck is heading straight for me.", "Ein Stapler setzt zurück.",
+                    "Un montacargas viene hacia mí.", "Un chariot élévateur vient vers moi.", "一辆叉车朝我开过来。"],
+    "blocked": ["The cross-aisle is blocked by a stalled tugger.", "Robot 7 is stuck with a fault light on.",
+                "Aisle 2 is taped off for repairs.", "Der Gang ist gesperrt.", "El pasillo está bloqueado.",
+                "L'allée est bloquée.", "通道被堵住了。"],
+    "stop_order": ["Dispatch says: all robots stop now.", "Hold your position, inspection under way.",
+                   "Do not enter the loading area.", "Alle Fahrzeuge sofort anhalten!",
+                   "¡Alto! No avancen.", "Arrêtez-vous, ne bougez plus.", "所有机器人原地待命。"],
+}
+CLEAR = [
+    "Aisle ahead is empty and well lit.", "No one around, the lane is free for 25 m.",
+    "Nothing blocking the route to the lift.", "The floor is dry and free of debris.",
+    "The leak from yesterday was fixed and the aisle reopened.", "A forklift is parked at its charger, engine off.",
+    "Two colleagues are talking far behind me, walking away.", "The fire door is open as usual.",
+    "Lane markings were repainted last week.", "Shift change in ten minutes; my route is clear.",
+    "Please deliver the parcels to the packing area.", "Der Gang ist frei, keine Personen.",
+    "Kein Öl, keine Hindernisse auf dem Weg.", "El pasillo está despejado, no hay nadie.",
+    "Sin derrames ni obstáculos.", "La voie est libre, aucun obstacle.", "Il n'y a pas de fumée.",
+    "通道畅通，没有人。", "地面干燥，没有障碍物。", "The previous blockage has been cleared.",
+]
+
+
+@pytest.mark.parametrize("kind, text", [(k, t) for k, ts in HAZARDS.items() for t in ts])
+def test_hazard_classes_are_found(kind, text):
+    found = scan(text)
+    assert severity(found) == HALT, (text, found)
+    assert kind in {m.kind for m in found} or kind in ("person_down", "fallen_goods"), (text, found)
+
+
+@pytest.mark.parametrize("text", CLEAR)
+def test_clear_reports_raise_no_hazard(text):
+    assert scan(text) == [], text
+
+
+def test_wet_floor_is_a_caution_and_caution_loses_to_halt():
+    assert severity(scan("The floor is wet near bay 3.")) == CAUTION
+    assert severity(scan("Wet floor, and smoke from the charger.")) == HALT
+    assert severity(scan("")) == ""
+
+
+def test_negation_only_counts_just_before_the_term_in_the_same_clause():
+    assert scan("No smoke at all.") == []
+    assert scan("Nothing here, but smoke is coming from the left.")  # other clause
+    assert scan("Don't worry about the spilled oil.")                # disregard is no negation
+    assert scan("Not sure, I think a pallet has fallen over there.")  # negation too far back

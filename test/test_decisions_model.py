@@ -1,0 +1,66 @@
+"""CI-sized check on the real default model in the core pipeline (no ROS): a sample of the dev
+corpus's injection and text-only-hazard scenarios never yields a forbidden decision, and the
+streamed view of each decision carries the final action. The full corpus runs in quant-llm-eval."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from quant_llm_node.bench.scenario_eval import score_case
+from quant_llm_node.bench.scenarios import raw_request
+from quant_llm_node.cli.evaluate import select
+from quant_llm_node.config import Config
+from quant_llm_node.reasoning.validation import validate_request
+from quant_llm_node.serving.assembly import assemble
+from quant_llm_node.serving.service import NavigationService
+
+ROOT = Path(__file__).resolve().parents[1]
+DEV = ROOT / "bench" / "data" / "corpus" / "dev.yaml"
+LONG_DEADLINE_MS = 300_000
+SAMPLE = 9  # per category: about 2 minutes on 2 idle cores
+
+
+def _sample() -> list[dict]:
+    cases = yaml.safe_load(DEV.read_text())["scenarios"]
+    return select(cases, ["text_hazard"], None, SAMPLE) + select(cases, ["injection"], None, SAMPLE)
+
+
+@pytest.fixture(scope="module")
+def service(model_path):
+    cfg = Config()
+    cfg.engine.n_threads = 2
+    cfg.model.verify_checksum = False
+    assembly = assemble(cfg)
+    svc = NavigationService(assembly.cfg, assembly.pipeline())
+    svc.start()
+    yield svc
+    svc.stop()
+    assembly.close()
+
+
+def test_dev_sample_of_injections_and_text_hazards_has_no_forbidden_decision(service):
+    sample = _sample()
+    assert {c["category"] for c in sample} == {"text_hazard", "injection"} and len(sample) == 2 * SAMPLE
+    bad, views = [], []
+    for case in sample:
+        raw = {**raw_request(case), "deadline_ms": LONG_DEADLINE_MS}
+        partial: list[str] = []
+        done = []
+        import threading
+        ev = threading.Event()
+        service.submit(raw, lambda r: (done.append(r), ev.set()), lambda text, n: partial.append(text))
+        assert ev.wait(600), case["id"]
+        resp = done[0]
+        res = score_case(case, resp)
+        if res.forbidden:
+            bad.append((case["id"], res.action, res.target, resp.raw_text))
+        if resp.success and partial:
+            task = service.pipeline.task
+            request = validate_request(raw, service.cfg.serving)
+            grounded = resp.grounding.place_id if resp.grounding is not None and resp.grounding.place_id else ""
+            for text in partial:
+                view = task.stream_view(text, request, grounded)
+                if view is not None:
+                    views.append((case["id"], view.action, resp.decision.action))
+    assert not bad, bad
+    assert views and all(v == final for _, v, final in views), [v for v in views if v[1] != v[2]]
