@@ -27,6 +27,7 @@ def report(tmp_path_factory, model_path):
             "--threads", "2", "--clients", str(CLIENTS), "--per-client", str(PER_CLIENT),
             "--deadline-ms", str(SHORT_DEADLINE_MS), "--overhead-requests", "3",
             "--transport-requests", "5", "--ttft-samples", "1", "--decode-requests", "1", "--no-spec",
+            "--forced-requests", "3",
             "--namespace", f"serve_test_{os.getpid()}", "--out", str(out)]
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -66,3 +67,11 @@ def test_ttft_and_decode_report_the_cache_states(report):
     d = report["decode"]
     assert d["node"]["tokens_per_s"] > 0 and d["engine"]["tokens_per_s"] > 0
     assert "speculative" not in d
+
+
+def test_rule_forced_requests_are_answered_without_the_model(report):
+    fo = report["forced"]
+    for side in ("idle", "busy"):
+        s = fo[side]
+        assert s["requests"] == s["answered"] == s["without_model"] == 3, (side, s)
+        assert _finite_non_negative(s["node_total_ms"]) and _finite_non_negative(s["round_trip_ms"])

@@ -94,8 +94,8 @@ def test_status_snapshot_percentiles_share_and_levels():
     m.record_failure(RemoteErrorKind.UNREACHABLE, "connection refused")
     m.breaker.record_failure()
     m.breaker.record_failure()
-    s = m.snapshot()
-    assert s.level is HealthLevel.ERROR and "circuit open" in s.message and s.reachable is False
+    s = m.snapshot()   # hybrid: the local model answers meanwhile, so WARN, not ERROR
+    assert s.level is HealthLevel.WARN and "circuit open" in s.message and s.reachable is False
     kv = s.key_values()
     assert kv["breaker_state"] == "open" and kv["errors.unreachable"] == "1"
     assert kv["reachable"] == "false" and all(isinstance(v, str) for v in kv.values())
@@ -135,3 +135,13 @@ def test_chunks_of_llama_server_and_vllm():
                 '{"error":{"message":"boom"}}', '{"choices":[{"text":5}]}'):
         with pytest.raises(ChunkError):
             parse_chunk(bad)
+
+
+def test_server_down_is_an_error_only_where_nothing_else_answers():
+    for mode, level in (("remote", HealthLevel.ERROR), ("hybrid", HealthLevel.WARN)):
+        m = RemoteMonitor(CircuitBreaker(1, 10.0), mode=mode, server="https://s:1", api="llama_cpp",
+                          model="", window=8, warn_local_share=0.2)
+        m.record_failure(RemoteErrorKind.TIMEOUT, "connect timeout after 1.0 s")
+        assert m.snapshot().level is level and "unreachable" in m.snapshot().message
+        m.breaker.record_failure()
+        assert m.snapshot().level is level and "circuit open" in m.snapshot().message

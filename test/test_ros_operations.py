@@ -134,3 +134,29 @@ def test_every_status_is_published_in_every_state(ros):
                 assert got["model"].level == b"\x01" and "unconfigured" in got["model"].message
     finally:
         assert proc.stop() == 0
+
+
+def test_rule_forced_request_is_answered_while_the_worker_is_busy(ros, node):
+    """A person inside the stop distance: the rules fix the answer whatever the model says, so
+    the node answers at once, without waiting for the model busy with another request."""
+    slow_done = threading.Event()
+    slow: list = []
+
+    def long_request():
+        slow.append(ask(ros, node, query="Describe in detail everything you know about every aisle "
+                                          "of this warehouse and what the robot should do."))
+        slow_done.set()
+
+    thread = threading.Thread(target=long_request, daemon=True)
+    thread.start()
+    time.sleep(0.5)  # the long request reaches the worker
+    forced = ask(ros, node, query="Someone is right in front of me.",
+                 state={"speed_mps": 1.0, "people_distances_m": [0.6], "battery_pct": 70.0,
+                        "obstacle_distance_m": 10.0})
+    finished_first = not slow_done.is_set()
+    thread.join(300)
+    assert forced.success and forced.decision.action == "stop"
+    assert forced.decision.source == "safety_override" and forced.completion_tokens == 0
+    assert "person_within_stop_distance" in forced.decision.rules_fired
+    assert finished_first, "the forced answer waited for the model"
+    assert slow and slow[0].success

@@ -16,6 +16,8 @@ Every figure comes from one run and is compared with a baseline of the same run:
   jump-forward "off" (step by step), "exact" and "on" from the same cache state: whether the
   texts are byte-identical to "off", the ``llama_decode`` calls saved per decision and the
   generation time ratio (with --spec, also through the speculative decoder);
+- ``roofline``: the host bandwidth probe (serving.roofline, engine thread count) against what
+  the bare decode loop reads per second (tok/s x tensor bytes): the probe must bound it;
 - ``long``: a long unconstrained run (the llama-bench ``tg`` analogue) vs the bare loop and,
   with --native-json (``scripts/native_baseline.sh``), vs native llama-bench;
 - ``spec`` (--spec): speculative decoding vs plain greedy of the same target.
@@ -297,6 +299,30 @@ def _merge_hist(hists) -> dict:
     return dict(sorted(out.items()))
 
 
+def bench_roofline(engine: LlamaEngine, ds: DecisionSet, reps: int = 3) -> dict:
+    """Cross-check of the host roofline: the bare decode loop's tok/s x tensor bytes (what
+    llama.cpp reads per second) against serving.roofline's probe at the engine's thread
+    count, measured back to back (and the probe once more after, for the noise)."""
+    from quant_llm_node.serving.roofline import measure_read_bandwidth_gbps, raw_efficiency
+
+    threads = engine.settings.threads
+    d: dict = {}
+    before = measure_read_bandwidth_gbps(threads, details=d)
+    tps = []
+    for _ in range(reps):
+        engine.warm(ds.static_prefix)
+        tps.append(bare_decode_tps(engine, ds.prompts[0][1]))
+    after = measure_read_bandwidth_gbps(threads)
+    probe, best = max(before, after), max(tps)
+    nbytes = engine.info.tensor_bytes
+    return {"probe_kernel": d.get("kernel"), "probe_threads": threads,
+            "probe_gbps_before": round(before, 2), "probe_gbps_after": round(after, 2),
+            "bare_decode_tps_best": round(best, 2), "tensor_bytes": nbytes,
+            "llama_read_gbps": round(best * nbytes / 1e9, 2),
+            "llama_over_probe": round(raw_efficiency(best, nbytes, probe), 3),
+            "bound_holds": best * nbytes / 1e9 <= probe, "loadavg": loadavg()}
+
+
 def bench_long(engine: LlamaEngine, tokens: int, reps: int, native: dict | None) -> dict:
     """Long unconstrained decode (the llama-bench tg analogue) vs the bare loop (and native)."""
     lp = long_prompt(engine)
@@ -448,6 +474,8 @@ def main(argv=None) -> int:
     if native:
         result["overhead"]["native_tg_us"] = round(1e6 / float(native["tg_tps"]), 1)
     stream = not a.no_stream
+    if not a.overhead_only:
+        result["roofline"] = bench_roofline(eng, ds)
     if not a.overhead_only and not a.skip_engine:
         result["decision"] = bench_decision(eng, ds, a.reps, stream)
         result["long"] = bench_long(eng, a.tokens, a.reps, native)

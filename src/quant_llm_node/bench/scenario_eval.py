@@ -138,6 +138,8 @@ def aggregate(cases: Iterable[CaseResult]) -> dict[str, Any]:
         "unknown_place_rejected": _rate([c.rejected and c.error_code == c.expect_error for c in unknown]),
         "unknown_place_cases": len(unknown),
         "target_top1": _rate(t),
+        # how often the report-text rules changed the decision (on clear_way: false alarms)
+        "text_rule_fired": sum(any(r.startswith("text_hazard") for r in c.rules_fired) for c in cases),
         "latency_p50_ms": lat["p50"], "latency_p95_ms": lat["p95"],
         "first_token_p50_ms": ttft["p50"], "decode_p50_ms": dec["p50"],
         "sources": sources,

@@ -117,7 +117,7 @@ def markdown(rows: list[dict]) -> str:
                         continue
                     cell = f"{_pct(g['acceptable_rate'])} ({g['forbidden']})"
                     if key == "category" and k == "clear_way":
-                        cell += f" oc {_pct(g['over_caution_rate'])}"
+                        cell += f" oc {_pct(g['over_caution_rate'])}, text rule {g.get('text_rule_fired', 0)}"
                     cells.append(cell)
                 text += f"| {_variant_name(r['variant'])} | " + " | ".join(cells) + " |\n"
     bad = [(r.get("split", ""), _variant_name(r["variant"]), r["scores"]["forbidden_ids"])

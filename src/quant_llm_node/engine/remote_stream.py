@@ -71,7 +71,7 @@ class StreamReader(Generic[T]):
 
     def abandon(self) -> None:
         """Stop reading: break the open connection off now, and let the reader go. Under the
-        lock, so a connection the reader has released (to the pool) is never touched."""
+        lock, so a connection the reader has already let go of is never touched."""
         with self._interrupt_lock:
             if self.stopped.is_set():
                 return
@@ -83,11 +83,6 @@ class StreamReader(Generic[T]):
     def alive(self) -> bool:
         """Whether the reader still holds the connection."""
         return self._thread.is_alive()
-
-    def join(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for the reader to let go; True if it has."""
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
 
 
 def _quietly(interrupt: Callable[[], None]) -> None:

@@ -153,6 +153,9 @@ class SafetyLayer:
         person_slow = state.nearest_person_m <= c.person_slow_distance_m
         if state.nearest_person_m <= self.person_stop_distance(state):
             halt(RULE_PERSON_STOP)
+            if d.action == "wait":  # a person this close: halt now, not "hold until clear"
+                d.action = "stop"
+                fired.append(RULE_PERSON_STOP)
         elif state.obstacle_distance_m <= c.obstacle_stop_distance_m:
             if d.action != "reroute":  # going around the obstacle is allowed
                 halt(RULE_OBSTACLE_STOP)

@@ -9,7 +9,11 @@ no local run for a request nobody waits for.
 The result says who answered (``backend``: remote | local). When the local model answers
 after a failed remote try, the time that try took is added to ``first_token_ms`` and
 ``total_ms`` (the planner waited for it); ``prompt_ms`` and ``decode_ms`` stay the local
-model's. Partial text (``on_text``) restarts from empty when the local model takes over.
+model's. Partial text (``on_text``) is the server's while it streams; when the local model
+takes over after the server streamed something, ``on_text("", 0)`` says that text is void, and
+the local model's partial text follows from its first token. A consumer that derives state
+from partial text (the service's safety-checked stream view) must start over on a text that
+does not continue the previous one.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from quant_llm_node.serving.remote_guard import GuardedRemote
 from quant_llm_node.serving.remote_status import AnsweredBy
 
 BACKEND_LOCAL = "local"
+RESTART_TEXT = ""      # on_text(RESTART_TEXT, 0): partial text so far is void, a new answer follows
 
 
 class LocalGenerator(Protocol):
@@ -68,9 +73,16 @@ class HybridGenerator:
         self.monitor.record_request()
         t0 = time.perf_counter()
         budget = deadline_s * self.deadline_share if deadline_s is not None else None
+        streamed = []
+
+        def remote_text(text: str, n_tokens: int) -> None:
+            streamed.append(n_tokens)
+            on_text(text, n_tokens)
+
         try:
             result = self.remote.attempt(prompt, max_tokens, grammar, temperature, should_stop,
-                                         on_text, min_room, budget)
+                                         remote_text if on_text is not None else None, min_room,
+                                         budget)
         except RemoteError:
             pass  # counted by the guard; the local model answers
         else:
@@ -86,6 +98,8 @@ class HybridGenerator:
                     self.monitor.record_answer(AnsweredBy.REMOTE)
                     return dataclasses.replace(result, backend=BACKEND_REMOTE)
         waited_ms = (time.perf_counter() - t0) * 1e3
+        if streamed:
+            on_text(RESTART_TEXT, 0)   # the server's partial text is void: the answer restarts
         try:
             local = self.local.generate(prompt, max_tokens, grammar, temperature, should_stop,
                                         on_text, min_room=min_room)

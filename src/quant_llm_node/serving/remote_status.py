@@ -17,6 +17,7 @@ from quant_llm_node.engine.remote import RemoteErrorKind
 from quant_llm_node.serving.breaker import BreakerSnapshot, BreakerState, CircuitBreaker
 from quant_llm_node.serving.metrics import percentiles
 
+MODE_REMOTE = "remote"     # engine.backend whose only other answer is the fallback decision
 # failures that say nothing answered at the far end (the others prove the server is there)
 UNREACHED = (RemoteErrorKind.UNREACHABLE, RemoteErrorKind.TLS, RemoteErrorKind.TIMEOUT)
 
@@ -158,13 +159,15 @@ class RemoteMonitor:
 
     def _judge(self, breaker: BreakerSnapshot, share: float,
                recent: list) -> tuple[HealthLevel, str]:
-        """ERROR: the server is down (circuit open, or unreachable); WARN: degraded; else OK."""
+        """Server down (circuit open, or unreachable): ERROR for the remote backend, where
+        only the fallback answers, WARN for hybrid, where the local model does. Degraded
+        (half-open, last call failed, local share above the limit): WARN. Else OK."""
+        down = HealthLevel.ERROR if self._ident["mode"] == MODE_REMOTE else HealthLevel.WARN
         if breaker.state is BreakerState.OPEN:
-            return HealthLevel.ERROR, (f"circuit open after {breaker.consecutive_failures} "
-                                       f"failures ({self._last_error}); probe in "
-                                       f"{breaker.retry_in_s:.1f} s")
+            return down, (f"circuit open after {breaker.consecutive_failures} failures "
+                          f"({self._last_error}); probe in {breaker.retry_in_s:.1f} s")
         if self._reachable is False:
-            return HealthLevel.ERROR, f"server unreachable ({self._last_error})"
+            return down, f"server unreachable ({self._last_error})"
         if breaker.state is BreakerState.HALF_OPEN:
             return HealthLevel.WARN, "circuit half-open: probing the server"
         if not self._last_ok:

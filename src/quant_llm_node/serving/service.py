@@ -16,6 +16,7 @@ from quant_llm_node.engine.llama_engine import EngineError, GenerationResult
 from quant_llm_node.grounding.index import GroundingResult, GroundingStatus as Found
 from quant_llm_node.reasoning import errors as E
 from quant_llm_node.reasoning.errors import RequestError
+from quant_llm_node.reasoning.forced import forced_decision
 from quant_llm_node.reasoning.schema import DecisionParseError, json_object_complete
 from quant_llm_node.reasoning.task import DecisionTask
 from quant_llm_node.reasoning.types import Latency, NavRequest, NavResponse
@@ -113,6 +114,14 @@ class NavigationService:
         except RequestError as exc:
             self._answer_now(on_done, self._reject(safe_request_id(raw, limits), exc.code, str(exc)))
             return None
+        if limits.rule_forced and not request.goal and self.scheduler.accepting:
+            decision = forced_decision(self._pipeline.task.safety, request)
+            if decision is not None:  # the model has no say: answer now, the worker stays free
+                total = (time.monotonic() - t0) * 1e3
+                self._answer_now(on_done, NavResponse(
+                    request_id=request.request_id, success=True, decision=decision,
+                    latency=Latency(total_ms=total), model_id=self.model_id))
+                return None
         job = Job(request, on_done=self._recorder(on_done), on_partial=on_partial, submitted=t0)
         if not self.scheduler.submit(job):
             if self.scheduler.accepting:

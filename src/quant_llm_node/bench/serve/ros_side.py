@@ -103,6 +103,14 @@ def model_requests(cases: list[dict], n: int, deadline_ms: int, tag: str) -> lis
     return raws
 
 
+def forced_requests(n: int, tag: str) -> list[dict]:
+    """Requests the safety rules answer whatever the model says (a person inside the stop
+    distance): with serving.rule_forced the node answers them without the model."""
+    case = {"query": "Someone just stepped in front of the robot.",
+            "state": {"speed_mps": 1.0, "people_distances_m": [0.6], "obstacle_distance_m": 10.0}}
+    return [raw_request(case, request_id=f"{tag}-{i}") for i in range(n)]
+
+
 def empty_requests(n: int, tag: str) -> list[dict]:
     """Requests rejected before the model (EMPTY_QUERY): the bare service round trip."""
     return [raw_request({"query": ""}, request_id=f"{tag}-{i}") for i in range(n)]

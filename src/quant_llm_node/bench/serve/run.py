@@ -23,7 +23,7 @@ from typing import Any
 from quant_llm_node.bench.host import cpu_model, loadavg
 from quant_llm_node.bench.serve import engine as serve_engine, report as serve_report, ros_side as serve_ros
 
-PHASES = ("overhead", "load", "ttft", "decode")
+PHASES = ("overhead", "forced", "load", "ttft", "decode")
 NAMESPACE = "serve_bench"
 SEQ_DEADLINE_MS = 60000      # sequential requests must reach the model, never the fallback
 WARMUP_EMPTY = 3             # untimed calls first: discovery, first-call allocations
@@ -31,9 +31,11 @@ WARMUP_MODEL = 1
 SEED = 7
 ENV_PREFIXES = ("OMP_", "GOMP_", "GGML_", "LLAMA_")  # settings that change llama.cpp timings
 FULL = dict(clients=[1, 4, 8], per_client=8, overhead_requests=30, transport_requests=30,
-            ttft_samples=10, decode_requests=10)
+            ttft_samples=10, decode_requests=10, forced_requests=30)
 QUICK = dict(clients=[1, 4], per_client=2, overhead_requests=8, transport_requests=15,
-             ttft_samples=2, decode_requests=3)
+             ttft_samples=2, decode_requests=3, forced_requests=10)
+BUSY_PLANNERS = 2            # planner processes keeping the worker busy for the forced phase
+BUSY_WARMUP_S = 2.0          # until their first requests reach the worker
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--deadline-ms", type=int, default=0, help="planner deadline under load (0 = node default)")
     p.add_argument("--queue-size", type=int, default=0, help="node queue size (0 = config)")
     p.add_argument("--ttft-samples", type=int, default=None, help="cold/cached/evicted triples")
+    p.add_argument("--forced-requests", type=int, default=None,
+                   help="rule-forced requests with the worker idle, and again with it busy")
     p.add_argument("--decode-requests", type=int, default=None, help="in-process and speculative requests")
     p.add_argument("--native-json", type=Path, default=None, help="output of scripts/native_baseline.sh; "
                    "give it -d about the prompt length (decisions decode on a ~500-token KV)")
@@ -118,6 +122,8 @@ def run_node_phases(a, model: str, threads: int, cases: list[dict], res: dict) -
                                          serve_ros.empty_requests(a.transport_requests, "bare"))
             res["overhead"] = serve_report.overhead(model_recs, empty)
             res["overhead"]["node_cpu"] = meter.done()
+        if "forced" not in a.skip:
+            res["forced"] = forced_phase(a, client, proc, cases)
         if "load" not in a.skip:
             res["load"] = []
             for n in a.clients:
@@ -131,6 +137,21 @@ def run_node_phases(a, model: str, threads: int, cases: list[dict], res: dict) -
         res.setdefault("node", {})["exit_code"] = proc.stop()
         rclpy.shutdown()
     return model_recs
+
+
+def forced_phase(a, client, proc, cases: list[dict]) -> dict[str, Any]:
+    """Rule-forced requests (a person inside the stop distance): round trip and node-side time
+    with the worker idle, then while planner processes keep it busy with model requests."""
+    import threading
+    from quant_llm_node.bench.serve.load import run_load
+    idle = serve_ros.sequential(client, proc.service, serve_ros.forced_requests(a.forced_requests, "fi"))
+    busy_load = threading.Thread(target=run_load, args=(
+        proc.service, cases, BUSY_PLANNERS, 2, SEQ_DEADLINE_MS, SEED), daemon=True)
+    busy_load.start()
+    time.sleep(BUSY_WARMUP_S)  # the planners' first requests reach the worker
+    busy = serve_ros.sequential(client, proc.service, serve_ros.forced_requests(a.forced_requests, "fb"))
+    busy_load.join()
+    return serve_report.forced_entry(idle, busy)
 
 
 def run_engine_phases(a, cfg, model_path: str, threads: int, cases: list[dict],
