@@ -149,3 +149,10 @@ def settings_status(prefix: str, cfg, lifecycle: str) -> StatusSpec:
     values.update({f"engine.{k}": getattr(cfg.engine, k)
                    for k in ("max_tokens", "temperature", "use_grammar")})
     return StatusSpec(name, OK, "live settings in force", values)
+
+
+def remote_status(prefix: str, st) -> StatusSpec:
+    """The server side of engine.backend remote / hybrid: reachability, breaker, latency,
+    errors by kind, share answered locally (never the token)."""
+    level = {"OK": OK, "WARN": WARN, "ERROR": ERROR}[st.level.value]
+    return StatusSpec(f"{prefix}: remote", level, st.message, st.key_values())

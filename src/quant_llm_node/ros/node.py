@@ -301,6 +301,8 @@ class QuantLlmNode(LifecycleNode):
                                            status.accepting,
                                            status.metrics["errors"].get(E.OVERLOADED, 0)))
             specs.append(diag.grounding_status(prefix, assembly.grounding))
+            if status.remote is not None:
+                specs.append(diag.remote_status(prefix, status.remote))
         else:
             specs.append(diag.latency_status(prefix, None, lifecycle=state))
             specs.append(diag.queue_status(prefix, 0, int(self.get_parameter("serving.queue_size").value),

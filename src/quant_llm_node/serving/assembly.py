@@ -23,6 +23,7 @@ from quant_llm_node.grounding import open_place_index
 from quant_llm_node.models.registry import resolve_model_path
 from quant_llm_node.reasoning.prompt import PromptBuilder
 from quant_llm_node.reasoning.task import DecisionTask, config_path
+from quant_llm_node.serving.backends import BACKEND_LOCAL, Backend, build_backend
 from quant_llm_node.serving.pipeline import Generator, GroundingStatus, Pipeline, Roofline
 from quant_llm_node.serving.roofline import measure_read_bandwidth_gbps
 
@@ -79,6 +80,7 @@ class Assembly:
     grounder: object | None = None
     grounding: GroundingStatus = field(default_factory=GroundingStatus)
     roofline: Roofline | None = None
+    backend: Backend | None = None         # engine.backend remote / hybrid: the server side
     memory: dict[str, str] = field(default_factory=dict)
     memory_bytes: int = 0                  # the budget check's estimate of what it holds
 
@@ -89,10 +91,14 @@ class Assembly:
     def pipeline(self) -> Pipeline:
         """The request pipeline's view of this assembly (immutable; swapped whole)."""
         return Pipeline(task=self.task, prompts=self.prompts, generator=self.generator,
-                        grounder=self.grounder, model_id=self.model_id, roofline=self.roofline)
+                        grounder=self.grounder, model_id=self.model_id, roofline=self.roofline,
+                        backend=self.backend)
 
     def close(self) -> None:
-        """Free the speculative decoder, the draft and the model."""
+        """Close the server connections; free the speculative decoder, the draft and the model."""
+        if self.backend is not None:
+            self.backend.close()
+            self.generator, self.backend = self.backend.local, None
         if self.generator is not None and self.generator is not self.engine:
             close = getattr(self.generator, "close", None)
             if close is not None:
@@ -124,6 +130,8 @@ def assemble(cfg: Config, grounding: bool = True, warm: bool = True,
             out.prefix_cold_ms = out.engine.warm(out.prompts.static_prefix)
         out.report.extra.update(static_prefix_tokens=out.prefix_tokens,
                                 static_prefix_warm_ms=round(out.prefix_cold_ms, 1))
+        if cfg.engine.backend != BACKEND_LOCAL:
+            _open_backend(out, warm)
     except BaseException:
         out.close()
         raise
@@ -158,6 +166,22 @@ def _load_models(out: Assembly, profile: DeviceProfile | None, resident_bytes: i
     out.generator = out.engine
     if c.engine.speculative != "off":
         out.generator = _speculative(out)
+
+
+def _open_backend(out: Assembly, warm: bool) -> None:
+    """engine.backend remote / hybrid: the server engine behind its breaker (and, for hybrid,
+    the local generator as fallback). The server's prefix cache is warmed when it answers; a
+    server that is down at configure does not fail it (the breaker and diagnostics say so)."""
+    try:
+        out.backend = build_backend(out.cfg, out.generator, out.task.schema.parse)
+    except EngineError as exc:
+        raise ConfigureError(exc.code, f"remote backend: {exc}") from exc
+    out.generator = out.backend.generator
+    if warm:
+        try:
+            out.backend.remote.warm(out.prompts.static_prefix)
+        except EngineError as exc:
+            log.warning("remote backend: static prefix not warmed on the server: %s", exc)
 
 
 def _speculative(out: Assembly):

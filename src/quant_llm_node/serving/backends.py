@@ -23,6 +23,7 @@ class Backend:
     mode: str
     generator: Any                       # the service's Generator
     remote: Optional[GuardedRemote] = None
+    local: Any = None                    # the local generator it falls back on (hybrid)
 
     def status(self) -> Optional[RemoteStatus]:
         """The ``remote`` diagnostic's snapshot; None for the local backend."""
@@ -56,8 +57,8 @@ def build_backend(cfg: Config, local: Optional[LocalGenerator],
                             warn_local_share=r.warn_local_share)
     guarded = GuardedRemote(engine, breaker, monitor)
     if mode == BACKEND_REMOTE:
-        return Backend(mode, guarded, guarded)
+        return Backend(mode, guarded, guarded, local)
     if local is None:
         engine.close()
         raise RemoteConfigError("engine.backend hybrid needs a local model to fall back on")
-    return Backend(mode, HybridGenerator(guarded, local, validate, r.deadline_share), guarded)
+    return Backend(mode, HybridGenerator(guarded, local, validate, r.deadline_share), guarded, local)

@@ -6,13 +6,16 @@ settings), so a request always runs with one consistent set of parts.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
 from quant_llm_node.engine.llama_engine import GenerationResult
 from quant_llm_node.grounding.index import GroundingResult
 from quant_llm_node.reasoning.prompt import PromptBuilder
 from quant_llm_node.reasoning.task import DecisionTask
 from quant_llm_node.serving.roofline import efficiency, roofline_tps
+
+if TYPE_CHECKING:
+    from quant_llm_node.serving.backends import Backend
 
 
 class Generator(Protocol):
@@ -67,10 +70,22 @@ class Pipeline:
     grounder: Optional[Grounder] = None
     model_id: str = ""
     roofline: Optional[Roofline] = None
+    backend: Optional["Backend"] = None   # remote / hybrid: the server side (None = local only)
+
+    @property
+    def deadline_aware(self) -> bool:
+        """Whether ``generator.generate`` takes ``deadline_s`` (the remote and hybrid ones)."""
+        return self.backend is not None and self.backend.passes_deadline
+
+    def model_id_for(self, backend: str) -> str:
+        """The model that made a text: the server's for remote answers, else the local one."""
+        if backend == "remote" and self.backend is not None:
+            return self.backend.generator.model_id
+        return self.model_id
 
     def with_task(self, task: DecisionTask) -> "Pipeline":
         return replace(self, task=task)
 
     def without_model(self) -> "Pipeline":
         """The same pipeline with no model: every request gets the marked fallback."""
-        return replace(self, generator=None, model_id="", roofline=None)
+        return replace(self, generator=None, model_id="", roofline=None, backend=None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Optional
 
 from quant_llm_node.config import Config
 from quant_llm_node.engine.llama_engine import EngineError, GenerationResult
@@ -25,6 +25,9 @@ from quant_llm_node.serving.metrics import ServingMetrics
 from quant_llm_node.serving.pipeline import Pipeline
 from quant_llm_node.serving.scheduler import Job, LateReason, Preempted, Scheduler
 
+if TYPE_CHECKING:
+    from quant_llm_node.serving.remote_status import RemoteStatus
+
 _LATE_CODES = {LateReason.DEADLINE: E.DEADLINE_EXCEEDED, LateReason.EVICTED: E.DEADLINE_EXCEEDED,
                LateReason.INTERNAL: E.INTERNAL_ERROR}
 
@@ -39,6 +42,7 @@ class ServiceStatus:
     accepting: bool
     model_id: str
     roofline: dict = field(default_factory=dict)
+    remote: Optional["RemoteStatus"] = None  # engine.backend remote / hybrid
 
 
 class _Answer(Exception):
@@ -101,7 +105,8 @@ class NavigationService:
         return ServiceStatus(metrics=snap, queue_depth=self.scheduler.depth(),
                              queue_capacity=self.cfg.serving.queue_size,
                              accepting=self.scheduler.accepting, model_id=p.model_id,
-                             roofline=p.roofline.values(snap["decode_tps_p50"]) if p.roofline else {})
+                             roofline=p.roofline.values(snap["decode_tps_p50"]) if p.roofline else {},
+                             remote=p.backend.status() if p.backend is not None else None)
 
     # ---- intake ----------------------------------------------------------------------------
     def submit(self, raw: dict, on_done: Callable[[NavResponse], None],
@@ -190,8 +195,9 @@ class NavigationService:
         lat.total_ms = (time.monotonic() - job.submitted) * 1e3
         return NavResponse(request_id=job.request.request_id, success=True, decision=decision,
                            raw_text=gen.text, latency=lat, prompt_tokens=gen.prompt_tokens,
-                           completion_tokens=gen.completion_tokens, model_id=p.model_id,
-                           backend=gen.backend, grounding=grounding, decode_tps=gen.decode_tps)
+                           completion_tokens=gen.completion_tokens,
+                           model_id=p.model_id_for(gen.backend), backend=gen.backend,
+                           grounding=grounding, decode_tps=gen.decode_tps)
 
     def _ground(self, job: Job, p: Pipeline, lat: Latency) -> GroundingResult | None:
         """The goal as a map place; raises _Answer for a goal that names no single place."""
@@ -224,10 +230,11 @@ class NavigationService:
                 return True
             return task.grammar is None and json_object_complete(text)
 
+        timing = {"deadline_s": job.remaining_s()} if p.deadline_aware else {}
         try:
             gen = p.generator.generate(prompt, task.max_tokens, task.grammar, task.temperature,
                                        should_stop, _checked_stream(job, task, grounded),
-                                       min_room=task.min_room)
+                                       min_room=task.min_room, **timing)
         except EngineError as exc:
             code = E.CONTEXT_OVERFLOW if exc.code == E.CONTEXT_OVERFLOW else E.MODEL_UNAVAILABLE
             raise _Answer(self._fallback(job, p, lat, code, str(exc), grounded, grounding))
@@ -273,10 +280,13 @@ def _checked_stream(job: Job, task: DecisionTask, grounded: str):
     decoded, its safety-checked view (computed once: later tokens cannot change it)."""
     if job.on_partial is None:
         return None
-    view = None
+    view, last = None, ""
 
     def on_text(text: str, n_tokens: int) -> None:
-        nonlocal view
+        nonlocal view, last
+        if not text.startswith(last):  # the text started over (hybrid: the local model answers)
+            view = None
+        last = text
         if view is None:
             view = task.stream_view(text, job.request, grounded)
         job.on_partial(view, text, n_tokens)
