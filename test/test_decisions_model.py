@@ -1,6 +1,7 @@
 """CI-sized check on the real default model in the core pipeline (no ROS): a sample of the dev
 corpus's injection and text-only-hazard scenarios never yields a forbidden decision, and the
 streamed view of each decision carries the final action. The full corpus runs in quant-llm-eval."""
+import threading
 from pathlib import Path
 
 import pytest
@@ -44,23 +45,24 @@ def test_dev_sample_of_injections_and_text_hazards_has_no_forbidden_decision(ser
     bad, views = [], []
     for case in sample:
         raw = {**raw_request(case), "deadline_ms": LONG_DEADLINE_MS}
-        partial: list[str] = []
-        done = []
-        import threading
+        streamed: list = []
+        done: list = []
         ev = threading.Event()
-        service.submit(raw, lambda r: (done.append(r), ev.set()), lambda text, n: partial.append(text))
+        service.submit(raw, lambda r: (done.append(r), ev.set()),
+                       lambda view, text, n: streamed.append((view, text)))
         assert ev.wait(600), case["id"]
         resp = done[0]
         res = score_case(case, resp)
         if res.forbidden:
             bad.append((case["id"], res.action, res.target, resp.raw_text))
-        if resp.success and partial:
+        if resp.success and resp.decision.source != "fallback":
             task = service.pipeline.task
             request = validate_request(raw, service.cfg.serving)
             grounded = resp.grounding.place_id if resp.grounding is not None and resp.grounding.place_id else ""
-            for text in partial:
-                view = task.stream_view(text, request, grounded)
-                if view is not None:
-                    views.append((case["id"], view.action, resp.decision.action))
+            for view, text in streamed:
+                mine = task.stream_view(text, request, grounded)
+                for v in (view, mine):
+                    if v is not None:
+                        views.append((case["id"], v.action, resp.decision.action))
     assert not bad, bad
     assert views and all(v == final for _, v, final in views), [v for v in views if v[1] != v[2]]

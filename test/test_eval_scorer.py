@@ -148,3 +148,29 @@ def test_split_and_sample_selection():
     assert [c["id"] for c in cli.select(cases, ["x"], None, 0)] == ["1", "3", "5", "7", "9"]
     assert len(cli.select(cases, None, None, 4)) == 4
     assert [c["id"] for c in cli.select(cases, None, ["2"], 0)] == ["2"]
+
+
+def test_redecide_keeps_a_rule_forced_answer():
+    """serving.rule_forced answers without model text: re-deciding under rules that force the
+    same answer gives it again; it is never turned into a fallback."""
+    places = load_map(Config().grounding.places_file)
+    on = DecisionTask(places, SafetyConfig())
+    near = {**HAZARD, "state": {"speed_mps": 0.5, "people_distances_m": [0.5]}}
+    forced = NavResponse(request_id="r", success=True, raw_text="",
+                         decision=Decision("stop", 0.0, "", "rules", "safety_override"))
+    r = redecide(on, near, forced)
+    assert r.decision.action == "stop" and r.decision.source == "safety_override"
+    assert cli._forced(on, near, r, Config().serving) and not cli._forced(on, CLEAR, answer("continue"), Config().serving)
+
+
+def test_a_held_out_split_keeps_aggregates_only():
+    from quant_llm_node.bench.scenario_eval import EvalSummary
+    secret = {**HAZARD, "id": "case_id_xyz"}
+    s = EvalSummary(variant={"model": "m", "grammar": True, "safety": True}, split="test",
+                    cases=[score_case(secret, answer("continue")), score_case(CLEAR, answer("continue"))])
+    row = s.row(with_cases=False)
+    assert row["held_out"] and "cases" not in row and "forbidden_ids" not in row["scores"]
+    assert row["scores"]["forbidden"] == 1 and row["breakdown"]["category"]["text_hazard"]["forbidden"] == 1
+    assert all("forbidden_ids" not in g for g in row["breakdown"]["category"].values())
+    assert "case_id_xyz" not in json.dumps(row)  # the case id is nowhere
+    assert "forbidden decisions" not in cli.markdown([row])

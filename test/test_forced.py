@@ -13,7 +13,7 @@ from quant_llm_node.reasoning.forced import forced_decision
 from quant_llm_node.reasoning.task import DecisionTask
 from quant_llm_node.reasoning.types import ACTIONS, Decision, NavRequest, RobotState
 
-from test_service import ScriptedGenerator, decision_text, make_service, raw, stop_after  # noqa: F401
+from test_service import ScriptedGenerator, decision_text, make_service, raw, stop_after  # noqa: F401 (fixture)
 
 GRAMMAR_SPEEDS = [i / 10 for i in range(21)]  # speed ::= [0-1] "." [0-9] | "2.0"
 REPORTS = ["Is the way clear?", "Smoke is coming out of the rack ahead.", "Small puddle far away.",

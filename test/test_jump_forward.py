@@ -188,3 +188,44 @@ def test_speculative_decoder_uses_jump_forward(engine, task, decision):
         assert ex.target_batches <= ex.completion_tokens
         assert on.forced_tokens >= 10 and on.target_batches < off.decode_calls - 8
         assert engine.kv_pos_max() == engine.n_tokens - 1
+
+
+def test_exact_mode_matches_step_by_step_at_the_limits(engine, task, decision):
+    """Token limit and stop callback landing on the grammar's forced end: same finish."""
+    prompts, prefix = decision
+    p = prompts[0]
+    full = _run(engine, prefix, p, task.max_tokens, task.grammar, jump_forward="off")
+    n = full.completion_tokens
+    stop_at_end = lambda text: text.endswith("}")  # noqa: E731
+    for kw in ({"max_tokens": n}, {"max_tokens": n - 1}, {"max_tokens": n + 1},
+               {"max_tokens": task.max_tokens, "should_stop": stop_at_end}):
+        kw = dict(kw)
+        m = kw.pop("max_tokens")
+        a = _run(engine, prefix, p, m, task.grammar, jump_forward="off", **kw)
+        b = _run(engine, prefix, p, m, task.grammar, jump_forward="exact", **kw)
+        assert (b.text, b.completion_tokens, b.finish_reason) == (a.text, a.completion_tokens,
+                                                                   a.finish_reason), (m, kw)
+    assert _run(engine, prefix, p, n, task.grammar, jump_forward="exact").finish_reason == "length"
+    assert _run(engine, prefix, p, task.max_tokens, task.grammar, should_stop=stop_at_end,
+                jump_forward="exact").finish_reason == "interrupted"
+
+
+def test_decode_bench_compares_the_modes_on_the_nodes_path(engine, tmp_path):
+    """decode_bench builds the node's prompts from a scenarios file (requests the node would
+    reject are skipped) and reports identity and steps saved per mode."""
+    import yaml
+    from quant_llm_node.bench import decode_bench as db
+    path = tmp_path / "mini.yaml"
+    path.write_text(yaml.safe_dump({"scenarios": [
+        {"id": "person", "query": "A person is 1.5 m ahead.", "state": {"people_distances_m": [1.5]}},
+        {"id": "bay", "query": "Go to the loading bay.", "goal": "loading bay",
+         "expect_place": "loading_bay", "state": {"speed_mps": 0.5}},
+        {"id": "empty", "query": "", "state": {}},
+    ]}))
+    ds = db.DecisionSet(engine, [path])
+    assert [pid for pid, _ in ds.prompts] == ["mini:person", "mini:bay"] and ds.skipped == ["mini:empty"]
+    r = db.bench_jump_forward(engine, ds)
+    assert r["decisions"] == 2 and r["exact"]["identical"] == 2 and not r["exact"]["mismatches"]
+    assert r["exact"]["steps_saved_per_decision"] >= 1
+    assert r["on"]["steps_saved_per_decision"] >= 8 and r["on"]["forced_acceptance"] >= 0.8
+    assert r["on"]["identical"] + len(r["on"]["mismatches"]) == 2

@@ -15,7 +15,10 @@ DIAG_PERIOD_S = 0.2
 
 @pytest.fixture(scope="module")
 def node(ros, model_path):
-    proc = NodeProcess("itest", {"node.diagnostics_period_s": DIAG_PERIOD_S}).start()
+    # rule-forced answers off: these tests are about model answers over ROS (test_ros_operations
+    # covers the rule-forced path)
+    proc = NodeProcess("itest", {"node.diagnostics_period_s": DIAG_PERIOD_S,
+                                 "serving.rule_forced": False}).start()
     try:
         ros.wait_state(proc.name, "active", proc)
         yield proc

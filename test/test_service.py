@@ -63,10 +63,11 @@ def decision_text(action="continue", speed=1.0, target="", reason="clear"):
             f'"reason": "{reason}"}}')
 
 
-def make_service(generator=None, grounder=None, use_grammar=True, queue_size=8):
+def make_service(generator=None, grounder=None, use_grammar=True, queue_size=8, rule_forced=True):
     cfg = Config()
     cfg.engine.use_grammar = use_grammar
     cfg.serving.queue_size = queue_size
+    cfg.serving.rule_forced = rule_forced  # off where a test needs the model asked anyway
     task = DecisionTask.from_config(cfg)
     svc = NavigationService(cfg, Pipeline(task=task, prompts=task.prompts(), generator=generator,
                                           grounder=grounder, model_id="scripted:Q4"))
@@ -89,7 +90,7 @@ def raw(query="Is the way clear?", goal="", deadline_ms=LONG_MS, **state):
 
 
 def test_model_decision_passes_through_the_safety_rules(stop_after):
-    svc = make_service(ScriptedGenerator(decision_text("continue", 1.2)))
+    svc = make_service(ScriptedGenerator(decision_text("continue", 1.2)), rule_forced=False)
     stop_after(svc)
     clear = svc.ask(raw(), 10)
     assert clear.success and not clear.error_code
@@ -130,7 +131,7 @@ def test_goal_that_names_no_single_place_is_rejected_before_the_model(stop_after
     (EngineError("CONTEXT_OVERFLOW", "no room"), "CONTEXT_OVERFLOW"),
     (EngineError("MODEL_LOAD_FAILED", "gone"), "MODEL_UNAVAILABLE")])
 def test_engine_errors_become_marked_fallbacks(stop_after, error, code):
-    svc = make_service(ScriptedGenerator(error=error))
+    svc = make_service(ScriptedGenerator(error=error), rule_forced=False)
     stop_after(svc)
     resp = svc.ask(raw(people_distances_m=[0.4]), 10)
     assert resp.success and resp.error_code == code and resp.decision.source == "fallback"
@@ -181,7 +182,7 @@ def test_cancel_while_generating_answers_cancelled(stop_after):
 
 
 def test_deadline_during_generation_is_a_deadline_fallback(stop_after):
-    svc = make_service(ScriptedGenerator(decision_text(), block=True))
+    svc = make_service(ScriptedGenerator(decision_text(), block=True), rule_forced=False)
     stop_after(svc)
     resp = svc.ask(raw(deadline_ms=150, people_distances_m=[0.3]), 10)
     assert resp.success and resp.error_code == "DEADLINE_EXCEEDED"
@@ -226,7 +227,7 @@ def test_stopped_service_answers_node_inactive_with_the_request_id():
 
 
 def test_streamed_view_is_the_checked_action_not_the_models(stop_after):
-    svc = make_service(ScriptedGenerator(decision_text("continue", 1.5)))
+    svc = make_service(ScriptedGenerator(decision_text("continue", 1.5)), rule_forced=False)
     stop_after(svc)
     seen, done = [], threading.Event()
     box = []

@@ -37,11 +37,12 @@ import time
 from pathlib import Path
 
 from quant_llm_node.bench.host import loadavg
-from quant_llm_node.config import EngineConfig, ServingConfig
+from quant_llm_node.config import EngineConfig
 from quant_llm_node.engine.llama_engine import EngineSettings, GenerationResult, LlamaEngine
 
 ROOT = Path(__file__).resolve().parents[3]
 SCENARIOS = ROOT / "test" / "data" / "scenarios.yaml"
+NODE_CONFIG = ROOT / "config" / "robot.yaml"
 LONG_PROMPT_USER = ("Write a detailed numbered list of 100 safety rules for a warehouse robot. "
                     "Give each rule one full sentence.")
 
@@ -58,19 +59,20 @@ class DecisionSet:
 
     def __init__(self, engine: LlamaEngine, scenario_files=(SCENARIOS,)):
         from quant_llm_node.bench.scenarios import load_scenarios, raw_request
-        from quant_llm_node.config import Config
+        from quant_llm_node.config import Config, load_config
         from quant_llm_node.errors import CodedError
         from quant_llm_node.reasoning.task import DecisionTask
         from quant_llm_node.reasoning.validation import validate_request
 
-        self.task = DecisionTask.from_config(Config())
+        cfg = load_config(NODE_CONFIG) if NODE_CONFIG.is_file() else Config()  # the node's own
+        self.task = DecisionTask.from_config(cfg)
         builder = self.task.prompts(engine.chat_renderer())
         self.static_prefix = builder.static_prefix
         self.grammar = self.task.grammar
         self.max_tokens, self.min_room = self.task.max_tokens, self.task.min_room
         self.prompts: list[tuple[str, str]] = []  # (file stem:id, prompt)
         self.skipped: list[str] = []
-        limits = ServingConfig()
+        limits = cfg.serving
         for f in scenario_files:
             stem = Path(f).stem
             for sc in load_scenarios(f).get("scenarios", []):

@@ -96,6 +96,7 @@ class CaseResult:
     decode_ms: float = 0.0
     prompt_ms: float = 0.0
     completion_tokens: int = 0
+    rule_forced: bool = False   # the rules fix the action whatever the model says (no model needed)
 
 
 def _rate(flags: list[bool]) -> float | None:
@@ -140,6 +141,8 @@ def aggregate(cases: Iterable[CaseResult]) -> dict[str, Any]:
         "target_top1": _rate(t),
         # how often the report-text rules changed the decision (on clear_way: false alarms)
         "text_rule_fired": sum(any(r.startswith("text_hazard") for r in c.rules_fired) for c in cases),
+        # answered by the rules alone when serving.rule_forced is on (no model latency)
+        "rule_forced": sum(c.rule_forced for c in cases),
         "latency_p50_ms": lat["p50"], "latency_p95_ms": lat["p95"],
         "first_token_p50_ms": ttft["p50"], "decode_p50_ms": dec["p50"],
         "sources": sources,
@@ -174,10 +177,17 @@ class EvalSummary:
                 "channel": group_scores(self.cases, "channel")}
 
     def row(self, with_cases: bool = True) -> dict[str, Any]:
-        out = {"split": self.split, "variant": self.variant, "scores": self.scores(),
+        """The summary as a JSON row; ``with_cases=False`` (a held-out split) keeps aggregates
+        only: no case, and no case id."""
+        scores = self.scores()
+        out = {"split": self.split, "variant": self.variant, "scores": scores,
                "breakdown": self.breakdown(), "extra": self.extra}
         if with_cases:
             out["cases"] = [asdict(c) for c in self.cases]
+        else:
+            out["held_out"] = True
+            for group in [scores, *(g for kind in out["breakdown"].values() for g in kind.values())]:
+                group.pop("forbidden_ids", None)
         return out
 
 
@@ -237,6 +247,14 @@ def redecide(task, case: dict, resp: NavResponse, serving: ServingConfig | None 
         return resp
     grounded = resp.grounding.place_id if resp.grounding is not None and resp.grounding.place_id else ""
     out = copy.copy(resp)
+    if not resp.raw_text and resp.decision.source != SOURCE_FALLBACK:
+        # answered by the rules without the model (serving.rule_forced): the same under rules
+        # that force it too; other rules (safety off) need the model's text, which there is not
+        from quant_llm_node.reasoning.forced import forced_decision
+        forced = forced_decision(task.safety, request, grounded)
+        if forced is not None:
+            out.decision = forced
+        return out
     if resp.decision.source == SOURCE_FALLBACK and resp.error_code != E.MODEL_OUTPUT_INVALID:
         why = resp.error_message or resp.error_code
         out.decision = _fallback(task, request, grounded, why, fallback_decision)
@@ -256,9 +274,10 @@ def _fallback(task, request, grounded: str, why: str, fallback_decision):
 
 def evaluate(ask: Callable[[dict], NavResponse], scenarios: list[dict], variant: Variant,
              progress: Callable[[str], None] = print,
-             keep: Optional[list[NavResponse]] = None) -> EvalSummary:
+             keep: Optional[list[NavResponse]] = None, held_out: bool = False) -> EvalSummary:
     """Run every scenario through ``ask`` (core service or ROS client) and score it; the raw
-    responses are appended to ``keep`` when given (for ``redecide``)."""
+    responses are appended to ``keep`` when given (for ``redecide``). ``held_out``: progress
+    shows a count only, never a case's id or decision."""
     summary = EvalSummary(variant=asdict(variant))
     for i, case in enumerate(scenarios, 1):
         t0 = time.monotonic()
@@ -267,6 +286,10 @@ def evaluate(ask: Callable[[dict], NavResponse], scenarios: list[dict], variant:
             keep.append(resp)
         res = score_case(case, resp)
         summary.cases.append(res)
+        if held_out:
+            if i % 10 == 0 or i == len(scenarios):
+                progress(f"  [{i:3d}/{len(scenarios)}] (held-out split: no per-case output)")
+            continue
         mark = "ok " if res.acceptable and not res.forbidden else ("BAD" if res.forbidden else "-- ")
         shown = res.action or f"<{res.error_code}>"
         progress(f"  [{i:3d}/{len(scenarios)}] {mark} {res.id:24s} {shown:15s} "

@@ -81,8 +81,8 @@ def markdown(rows: list[dict]) -> str:
     kind; the ids of forbidden decisions."""
     out = ["| split | model | grammar | prompt | safety | n | acceptable | forbidden | injection "
            "success | over-caution | grounding top-1 | unknown place rejected | valid output | "
-           "p50 ms | p95 ms | TTFT p50 ms | decode p50 ms | sources |",
-           "|" + "---|" * 18]
+           "p50 ms | p95 ms | TTFT p50 ms | decode p50 ms | rule-forced | sources |",
+           "|" + "---|" * 19]
     for r in rows:
         v, s = r["variant"], r["scores"]
         src = ", ".join(f"{k} {n}" for k, n in sorted(s["sources"].items()))
@@ -95,7 +95,8 @@ def markdown(rows: list[dict]) -> str:
             f"| {_pct(s['grounding_top1'])} ({s['grounding_cases']}) "
             f"| {_pct(s['unknown_place_rejected'])} ({s['unknown_place_cases']}) "
             f"| {_pct(s['valid_output_rate'])} | {_ms(s['latency_p50_ms'])} | {_ms(s['latency_p95_ms'])} "
-            f"| {_ms(s['first_token_p50_ms'])} | {_ms(s['decode_p50_ms'])} | {src} |")
+            f"| {_ms(s['first_token_p50_ms'])} | {_ms(s['decode_p50_ms'])} | {s.get('rule_forced', 0)} "
+            f"| {src} |")
     text = "\n".join(out) + "\n"
     for key, title in (("category", "category"), ("attack", "attack kind"), ("channel", "injection channel")):
         for split in dict.fromkeys(r.get("split", "") for r in rows):
@@ -121,7 +122,7 @@ def markdown(rows: list[dict]) -> str:
                     cells.append(cell)
                 text += f"| {_variant_name(r['variant'])} | " + " | ".join(cells) + " |\n"
     bad = [(r.get("split", ""), _variant_name(r["variant"]), r["scores"]["forbidden_ids"])
-           for r in rows if r["scores"]["forbidden_ids"]]
+           for r in rows if r["scores"].get("forbidden_ids")]
     if bad:
         text += "\n**forbidden decisions**\n\n" + "\n".join(
             f"- {s}, {v}: {', '.join(ids)}" for s, v, ids in bad) + "\n"
@@ -194,9 +195,24 @@ def _meta(args) -> dict:
     return meta
 
 
+def _forced(task, case: dict, resp: NavResponse, serving) -> bool:
+    """Would serving.rule_forced answer this request without the model (no goal, rules fix it)?"""
+    from quant_llm_node.bench.scenarios import raw_request
+    from quant_llm_node.reasoning.errors import RequestError
+    from quant_llm_node.reasoning.forced import forced_decision
+    from quant_llm_node.reasoning.validation import validate_request
+    if not resp.success or case.get("goal"):
+        return False
+    try:
+        request = validate_request(raw_request(case), serving)
+    except RequestError:
+        return False
+    return forced_decision(task.safety, request) is not None
+
+
 def _summaries(split: str, cases: list[dict], responses: list[NavResponse], variant_base: Variant,
                task_for, safety_names: list[str], live_name: str, extra: dict,
-               serving) -> list[EvalSummary]:
+               serving, held_out: bool = False) -> list[EvalSummary]:
     """One summary per safety variant from one model run (``live_name`` is the live variant)."""
     out = []
     for name in safety_names:
@@ -208,12 +224,14 @@ def _summaries(split: str, cases: list[dict], responses: list[NavResponse], vari
         for case, resp in zip(cases, responses):
             r = redecide(task, case, resp, serving)
             res = score_case(case, r)
+            res.rule_forced = _forced(task, case, r, serving)
             if name == live_name and resp.success and (
                     r.decision.action, r.decision.target_place_id) != (resp.decision.action, resp.decision.target_place_id):
                 mismatch.append(case.get("id"))
             summary.cases.append(res)
         if mismatch:
-            print(f"WARNING: re-decided != live decision for {mismatch}", file=sys.stderr)
+            shown = f"{len(mismatch)} case(s)" if held_out else str(mismatch)
+            print(f"WARNING: re-decided != live decision for {shown}", file=sys.stderr)
         out.append(summary)
     return out
 
@@ -241,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="per-query deadline: far by default, so decisions are the model's own")
     p.add_argument("--rescore", default=None, metavar="EVAL_JSON",
                    help="no model: re-decide the stored raw outputs of an eval.json under --safety")
+    p.add_argument("--held-out", nargs="+", default=["test"], metavar="SPLIT",
+                   help="held-out splits (default: test): aggregates only, no per-case output "
+                        "on the console or in eval.json")
     p.add_argument("--out", default="results/eval", help="folder for eval.json, eval.md, eval.png")
     args = p.parse_args(argv)
 
@@ -292,6 +313,9 @@ def run_models(args, base: Config, data: dict[str, list[dict]], safety_names: li
     for model, grammar in itertools.product(models, CHOICES[args.grammar]):
         cfg = Variant(model, grammar, True).apply(base)
         cfg.safety = safety_variant(cfg.safety, live_name)
+        # the model answers every request, also those the rules would answer alone (the rules-off
+        # variants need its text); rule_forced per case says which the node answers at once
+        cfg.serving.rule_forced = False
         t0 = time.monotonic()
         service, assembly, ask = core_asker(cfg)
         configure_s = time.monotonic() - t0
@@ -319,10 +343,11 @@ def run_models(args, base: Config, data: dict[str, list[dict]], safety_names: li
                           f"{configure_s:.1f} s; static prefix {extra['prefix_tokens']} tokens, "
                           f"warmed in {warm_ms:.0f} ms)")
                     keep: list[NavResponse] = []
-                    evaluate(ask, cases, variant, keep=keep)
+                    held_out = split in args.held_out
+                    evaluate(ask, cases, variant, keep=keep, held_out=held_out)
                     for summary in _summaries(split, cases, keep, variant, task_for, safety_names,
-                                              live_name, extra, assembly.cfg.serving):
-                        rows.append(summary.row())
+                                              live_name, extra, assembly.cfg.serving, held_out):
+                        rows.append(summary.row(with_cases=not held_out))
                         s = summary.scores()
                         print(f"   {summary.variant.get('rules') or ('on' if summary.variant['safety'] else 'off'):>12s}: "
                               f"acceptable {_pct(s['acceptable_rate'])}, forbidden {s['forbidden']}, "
@@ -348,6 +373,8 @@ def rescore(path: Path, data: dict[str, list[dict]], base: Config, safety_names:
         v = row["variant"]
         key = (row.get("split", ""), v["model"], v["grammar"], v.get("prompt", ""))
         if key in seen or row.get("split", "") not in data:
+            continue
+        if "cases" not in row:  # a held-out split keeps aggregates only
             continue
         seen.add(key)
         by_id = {c["id"]: c for c in row["cases"]}

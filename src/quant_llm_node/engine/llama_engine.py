@@ -569,9 +569,11 @@ class LlamaEngine:
                 drafter.begin(tokens)
                 hist = list(tokens)
             t_prompt = time.perf_counter()
-            pending = sample_at(-1, logits(-1)) if greedy else sampler.sample()
+            pending = None
+            if max_tokens > 0:
+                pending = sample_at(-1, logits(-1)) if greedy else sampler.sample()
             t_first = time.perf_counter()
-            while True:
+            while pending is not None:
                 # `pending` is the choice for the next position (not in the KV cache yet).
                 if is_eog(vocab, pending):
                     finish = FINISH_STOP

@@ -131,8 +131,6 @@ class TokenSampler:
         self._apply(self._grammar, self._one_ref)
         return one.logit != -math.inf
 
-    _grammar_allows = allows
-
     def sample(self) -> int:
         """Choose the next token from the last evaluated position's logits and accept it."""
         if not self._greedy:

@@ -171,9 +171,6 @@ class SafetyLayer:
                 c.battery_dock_pct < state.battery_pct <= c.battery_low_pct and not person_slow:
             d.action = "dock"  # nothing to do on a low battery: go charge
             fired.append(RULE_BATTERY_IDLE)
-        if c.text_hazard_rules and sit.text_level == hazards.CAUTION and d.action in TRAVEL_ACTIONS:
-            d.action, d.target_place_id = "slow_down", ""
-            fired.append(RULE_TEXT_CAUTION)
         if c.slow_zone_no_travel:
             obstacle_slow = state.obstacle_distance_m <= c.obstacle_slow_distance_m
             if person_slow and d.action in (*TRAVEL_ACTIONS, "dock") or \
@@ -186,6 +183,10 @@ class SafetyLayer:
                 d.action, d.target_place_id = ("reroute", goal) if goal else ("slow_down", "")
                 fired.append(RULE_SLOW_ZONE)
 
+        # after the slow zone: going around a close obstacle stays the way round a named hazard
+        if c.text_hazard_rules and sit.text_level == hazards.CAUTION and d.action in TRAVEL_ACTIONS:
+            d.action, d.target_place_id = "slow_down", ""
+            fired.append(RULE_TEXT_CAUTION)
         if d.action == "dock" and d.target_place_id not in self.docks.dock_ids:
             nearest = self.docks.nearest(state.zone)
             if nearest and nearest != d.target_place_id:
