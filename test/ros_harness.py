@@ -109,21 +109,10 @@ def scenario_request(case: dict, request_id: str = ""):
 def diagnostics_of(ros: Client, node_prefix: str, predicate, timeout: float = 30.0,
                    status: str = "model"):
     """The first ``<prefix>: <status>`` status on /diagnostics that satisfies ``predicate``."""
-    from diagnostic_msgs.msg import DiagnosticArray
-    found: list = []
-    done = threading.Event()
-
-    def on_diag(msg):
-        for st in msg.status:
-            if st.name == f"{node_prefix}: {status}" and predicate(st):
-                found.append(st)
-                done.set()
-    sub = ros.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-    try:
-        done.wait(timeout)
-    finally:
-        ros.node.destroy_subscription(sub)
-    return found[0] if found else None
+    def match(st) -> bool:
+        return st.name == f"{node_prefix}: {status}" and predicate(st)
+    msg = diagnostic_array(ros, lambda m: any(match(st) for st in m.status), timeout)
+    return next(st for st in msg.status if match(st)) if msg is not None else None
 
 
 @contextlib.contextmanager
