@@ -19,7 +19,8 @@ CLEAR = {"speed_mps": 0.5, "obstacle_distance_m": 10.0, "zone": "aisle_7"}
 
 @pytest.fixture(scope="module")
 def node(ros, model_path):
-    proc = NodeProcess("inputs").start()
+    # rule-forced answers off: the battery tests need the deterministic deadline fallback path
+    proc = NodeProcess("inputs", {"serving.rule_forced": False}).start()
     try:
         ros.wait_state(proc.name, "active", proc)
         yield proc
