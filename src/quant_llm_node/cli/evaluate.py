@@ -139,7 +139,7 @@ def plot(rows: list[dict], path: Path) -> bool:
     except ImportError:
         return False
     splits = list(dict.fromkeys(r.get("split", "") for r in rows))
-    fig, axes = plt.subplots(len(splits), 1, figsize=(12, 4.2 * len(splits)), squeeze=False)
+    fig, axes = plt.subplots(len(splits), 1, figsize=(14, 4.2 * len(splits)), squeeze=False)
     for ax, split in zip(axes[:, 0], splits):
         srows = [r for r in rows if r.get("split", "") == split]
         cats = sorted({k for r in srows for k in r.get("breakdown", {}).get("category", {})}) or ["all"]
@@ -161,7 +161,7 @@ def plot(rows: list[dict], path: Path) -> bool:
         ax.set_title(f"{split or 'scenarios'}: acceptable decisions per category "
                      "(red: forbidden count)")
         ax.axhline(95, color="grey", lw=0.8, ls="--")
-        ax.legend(fontsize=7, loc="lower left", ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
