@@ -12,7 +12,7 @@ from quant_llm_node.engine.llama_engine import GenerationResult
 from quant_llm_node.grounding.index import GroundingResult
 from quant_llm_node.reasoning.prompt import PromptBuilder
 from quant_llm_node.reasoning.task import DecisionTask
-from quant_llm_node.serving.roofline import efficiency, roofline_tps
+from quant_llm_node.serving.roofline import efficiency, exceeds_roofline, roofline_tps
 
 if TYPE_CHECKING:
     from quant_llm_node.serving.backends import Backend
@@ -53,11 +53,15 @@ class Roofline:
     bandwidth_gbps: float
 
     def values(self, decode_tps: float) -> dict[str, float]:
-        """The roofline and the achieved efficiency at ``decode_tps``."""
+        """The roofline and the achieved efficiency at ``decode_tps``: at most 1, with
+        ``roofline_exceeded`` True where the rate reads more than the bandwidth figure (the
+        figure underestimates the host; serving.roofline)."""
         return {"memory_bandwidth_gbps": self.bandwidth_gbps,
                 "roofline_decode_tps": roofline_tps(self.bytes_per_token, self.bandwidth_gbps),
                 "roofline_efficiency": efficiency(decode_tps, self.bytes_per_token,
-                                                  self.bandwidth_gbps)}
+                                                  self.bandwidth_gbps),
+                "roofline_exceeded": bool(decode_tps) and exceeds_roofline(
+                    decode_tps, self.bytes_per_token, self.bandwidth_gbps)}
 
 
 @dataclass(frozen=True)

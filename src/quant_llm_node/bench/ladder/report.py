@@ -13,6 +13,9 @@ FIGSIZE_IN = (11.0, 4.5)
 CURVE_POINTS = 100
 CURVE_X_MARGIN = 0.15   # roofline curve spans the file sizes +-15 %
 PERCENT = 100.0
+ABOVE_MARK = "†"   # an efficiency clamped to 1: the point is above the host roofline
+ABOVE_NOTE = "above the host roofline: the bandwidth probe underestimates this host"
+FLOOR_MARK = "‡"   # the variant whose own decode rate is the bound's floor
 
 # (column key, Markdown header, format)
 MD_COLUMNS = (
@@ -53,14 +56,24 @@ def write_json(doc: dict, path: Path) -> Path:
     return path
 
 
+def _eff(row: dict) -> str:
+    """The host efficiency, never above 1: a clamped one carries ``ABOVE_MARK``."""
+    text = _fmt(row.get("efficiency_host"), "{:.2f}")
+    if row.get("above_host_roofline"):
+        return text + ABOVE_MARK
+    return text + FLOOR_MARK if row.get("sets_host_roofline") else text
+
+
 def markdown(rows: Sequence[dict], doc: dict) -> str:
     """A table plus the facts needed to read it (host, bandwidth, reference, caveats)."""
     meta, host = doc.get("meta", {}), doc.get("host", {})
     lines = [f"# Quantization ladder: {meta.get('model', '?')}", "",
              f"- host: {host.get('cpu_model', '?')}, {host.get('threads_used', '?')} threads, "
              f"GPU offload supported: {host.get('supports_gpu_offload')}, n_gpu_layers {host.get('n_gpu_layers')}",
-             f"- host bandwidth {meta.get('host_bandwidth_gbps', float('nan')):.1f} GB/s "
-             f"({meta.get('bandwidth_source', '?')}); load average at start {host.get('loadavg_start')}",
+             f"- host roofline bandwidth {meta.get('host_bandwidth_gbps', float('nan')):.1f} GB/s"
+             + (f": {meta['bandwidth_bound']}" if meta.get("bandwidth_bound") else ""),
+             f"- bandwidth measured at the run: {meta.get('bandwidth_source', '?')}; load average at start "
+             f"{host.get('loadavg_start')}",
              f"- quality reference: {meta.get('reference', '?')}; calibration text "
              f"{meta.get('quality_scored_tokens', '?')} scored tokens; KLD over the reference's top-"
              f"{meta.get('kl_top_k', '?')} + tail",
@@ -69,7 +82,17 @@ def markdown(rows: Sequence[dict], doc: dict) -> str:
     lines.append("| " + " | ".join(h for _, h, _ in cols) + " |")
     lines.append("|" + "---|" * len(cols))
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(k), f) for k, _, f in cols) + " |")
+        lines.append("| " + " | ".join(_eff(r) if k == "efficiency_host" else _fmt(r.get(k), f)
+                                       for k, _, f in cols) + " |")
+    above = [r for r in rows if r.get("above_host_roofline")]
+    if above:
+        lines += ["", f"{ABOVE_MARK} {ABOVE_NOTE} (unclamped: " + ", ".join(
+            f"{r['variant']} {_fmt(r.get('efficiency_host_raw'), '{:.2f}')}" for r in above)
+            + "); shown as 1, not as an efficiency."]
+    floor = [r["variant"] for r in rows if r.get("sets_host_roofline")]
+    if floor:
+        lines += ["", f"{FLOOR_MARK} {', '.join(floor)}: its own decode rate is the host bandwidth's floor "
+                  "(the probe read less), so its 1.00 holds by construction."]
     targets = [k for k in (rows[0] if rows else {}) if k.startswith("roofline_") and k != "roofline_host_tps"]
     if targets:
         lines += ["", "Predicted max decode tok/s (bandwidth / tensor bytes):", "",
@@ -97,15 +120,21 @@ def write_png(rows: Sequence[dict], host_gbps: float, path: Path, title: str = "
     sizes = [r["file_mib"] for r in rows if r.get("file_mib")]
     if sizes:
         x = np.linspace(min(sizes) * (1 - CURVE_X_MARGIN), max(sizes) * (1 + CURVE_X_MARGIN), CURVE_POINTS)
+        floor = [r["variant"] for r in rows if r.get("sets_host_roofline")]
         ax1.plot(x, host_gbps * 1e9 / (x * MIB), "--", color="gray",
-                 label=f"host roofline {host_gbps:.1f} GB/s")
+                 label=f"host roofline {host_gbps:.1f} GB/s" + (f" (floor: {floor[0]} decode)" if floor else ""))
+    flagged = False
     for r in pts:
-        ax1.scatter(r["file_mib"], r["decode_tps"], color="C0")
+        above = bool(r.get("above_host_roofline"))
+        ax1.scatter(r["file_mib"], r["decode_tps"], color="C3" if above else "C0", marker="x" if above else "o",
+                    label=None if not above or flagged else ABOVE_NOTE.replace(": ", ":\n"))
+        flagged = flagged or above
         ax1.annotate(r["variant"], (r["file_mib"], r["decode_tps"]), textcoords="offset points", xytext=(4, 4))
     ax1.set_xlabel("file size (MiB)")
     ax1.set_ylabel("decode tok/s")
     ax1.set_title("decode speed vs size")
-    ax1.legend(loc="upper right")
+    ax1.set_ylim(bottom=0)
+    ax1.legend(loc="upper right", fontsize="small")
     ax1.grid(alpha=0.3)
 
     q = sorted((r for r in rows if r.get("bits_per_weight") and r.get("top1_pct") is not None),

@@ -18,7 +18,8 @@ from quant_llm_node.bench.ladder import estimate, variants as ladder
 from quant_llm_node.bench.host import host_info
 from quant_llm_node.bench.ladder.quality import KL_TOP_K, QUALITY_CTX
 from quant_llm_node.bench.ladder.report import MIB, PERCENT, write_all
-from quant_llm_node.bench.ladder.targets import host_bandwidth_gbps, roofline_fields, target_bandwidths
+from quant_llm_node.bench.ladder.targets import (host_bandwidth_gbps, host_bound, roofline_fields,
+                                                  target_bandwidths)
 from quant_llm_node.engine.gguf_file import read_gguf_info
 from quant_llm_node.models.registry import resolve_model_path
 from quant_llm_node.paths import cache_dir, repo_root
@@ -190,11 +191,30 @@ def _n_chunks(opts: LadderOptions) -> int:
     return min(n, opts.quality_chunks) if opts.quality_chunks else n
 
 
-def _host_bandwidth(opts: LadderOptions, threads: int) -> tuple[float, str]:
+def _host_bandwidth(opts: LadderOptions, threads: int, model_bytes: int = 0) -> tuple[float, str, dict]:
+    """The probe figure (or --bandwidth-gbps), a description, and every probe reading."""
     if opts.bandwidth_gbps:
-        return opts.bandwidth_gbps, "--bandwidth-gbps"
-    gbps, probes = host_bandwidth_gbps(threads)
-    return gbps, "measured, numpy read (a lower bound): " + ", ".join(f"{k} {v:.1f}" for k, v in probes.items())
+        return opts.bandwidth_gbps, "--bandwidth-gbps", {}
+    gbps, probes = host_bandwidth_gbps(threads, model_bytes)
+    rates = ", ".join(f"{k[len('probe_'):-len('_gbps')].replace('_', ' ')} {v:.1f}"
+                      for k, v in probes.items() if k.endswith("_gbps"))
+    return gbps, (f"streaming read probe ({probes['probe_kernel']}, {probes['probe_bytes'] / MIB:.0f} MiB, "
+                  f"LLC {probes['llc_bytes'] / MIB:.0f} MiB, load {probes['probe_loadavg']}): {rates}"), probes
+
+
+def bound_rows(rows: list[dict], reference: str, probe_gbps: float, targets: dict,
+               probe: str = "the probe") -> tuple[float, str]:
+    """Floor the host bandwidth at the reference's decode read rate (``targets.host_bound``)
+    and redo every row's roofline fields with it (``sets_host_roofline`` marks the reference
+    when its rate is the floor); returns the bound and its note."""
+    ref = next((r for r in rows if r["variant"] == reference and r.get("decode_tps")), None)
+    if ref is None:
+        return probe_gbps, f"{probe}; no reference decode rate to cross-check"
+    gbps, note, floored = host_bound(probe_gbps, ref["decode_tps"], ref["tensor_bytes"], reference, probe)
+    for row in rows:
+        row.update(roofline_fields(row["tensor_bytes"], row.get("decode_tps") or 0.0, gbps, targets))
+        row["sets_host_roofline"] = floored and row is ref
+    return gbps, note
 
 
 def measure_all(order: list[str], by_name: dict, perf_spec: dict, qual_spec: dict,
@@ -236,9 +256,11 @@ def run_ladder(opts: LadderOptions, progress=print) -> dict:
     threads = opts.threads or os.cpu_count() or 1
     names = list(dict.fromkeys(opts.variants))
     reference = ladder.reference_of(names)
-    host_gbps, bw_source = _host_bandwidth(opts, threads)
+    src_info = read_gguf_info(str(source))
+    probe_gbps, bw_source, probes = _host_bandwidth(opts, threads, src_info.tensor_bytes)
+    host_gbps = probe_gbps
     scenarios = load_scenarios(opts.scenarios_file, opts.max_scenarios)
-    src_type = read_gguf_info(str(source)).file_type
+    src_type = src_info.file_type
     caveat = ladder.REQUANT_CAVEAT.format(src=src_type) if src_type not in FULL_PRECISION else ""
     progress(f"[ladder] {name}: variants {' '.join(names)}; reference {reference}; "
              f"{len(scenarios)} scenarios; host bandwidth {host_gbps:.1f} GB/s ({bw_source})")
@@ -280,10 +302,13 @@ def run_ladder(opts: LadderOptions, progress=print) -> dict:
     for row in rows:
         if row["variant"] == reference and not results[reference]["quality"].get("error"):
             row.update(kl_mean=0.0, kl_p99=0.0, top1_pct=PERCENT)  # the reference, by definition
+    host_gbps, bound_note = bound_rows(rows, reference, probe_gbps, targets)
+    progress(f"[ladder] host roofline {host_gbps:.1f} GB/s ({bound_note})")
     total_s = time.perf_counter() - t_start
     host["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     meta = {"model": name, "source": str(source), "source_file_type": src_type, "reference": reference,
             "caveat": caveat, "host_bandwidth_gbps": host_gbps, "bandwidth_source": bw_source,
+            "host_bandwidth_probe_gbps": probe_gbps, "bandwidth_probes": probes, "bandwidth_bound": bound_note,
             "target_bandwidth_gbps": targets, "grounding": ground_mode, "kl_top_k": KL_TOP_K,
             "quality_ctx": opts.quality_ctx,
             "quality_scored_tokens": results[reference]["quality"].get("n_scored"),

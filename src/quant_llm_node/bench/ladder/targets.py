@@ -2,12 +2,16 @@
 weights once, so max decode tok/s = memory bandwidth / tensor bytes.
 
 The host figure is serving.roofline's probe (the one the node's diagnostics use): a streaming
-read with one thread per engine thread, which bounds what llama.cpp reaches; a point above it
-still gets efficiency 1 at most and ``above_host_roofline`` set, never an efficiency > 1."""
+read with one thread per engine thread over a buffer above the last-level cache, which bounds
+what llama.cpp reaches. It is cross-checked against the reference variant's decode (the largest
+file: tok/s x tensor bytes); where that reads faster, it is the bound's floor, and the report
+says so. A point still above the bound gets efficiency 1 at most and ``above_host_roofline``
+set, never an efficiency > 1."""
 from __future__ import annotations
 
 from quant_llm_node.serving.roofline import (
-    efficiency, exceeds_roofline, measure_read_bandwidth_gbps, raw_efficiency, roofline_tps)
+    bandwidth_bound, efficiency, exceeds_roofline, implied_gbps, measure_read_bandwidth_gbps,
+    raw_efficiency, roofline_tps)
 
 # profile name -> (label, LPDDR5 peak GB/s used when the profile file cannot be read)
 JETSON_TARGETS = {
@@ -18,14 +22,33 @@ JETSON_TARGETS = {
 BANDWIDTH_KEY = "memory_bandwidth_gbps"
 
 
-def host_bandwidth_gbps(threads: int) -> tuple[float, dict]:
-    """serving.roofline's streaming probe at ``threads`` threads (the engine's count), with
-    a 1-thread reading beside it for the record; returns the higher and both readings."""
+def host_bandwidth_gbps(threads: int, model_bytes: int = 0) -> tuple[float, dict]:
+    """serving.roofline's streaming probe at ``threads`` threads (the engine's count), with a
+    1-thread reading beside it, and, for the record (cache effects), one over a buffer of
+    ``model_bytes``; returns the higher of the first two and every reading."""
     d: dict = {}
     multi = measure_read_bandwidth_gbps(threads, details=d)
     single = measure_read_bandwidth_gbps(1) if threads > 1 else multi
-    return max(single, multi), {f"{d['kernel']}_1_thread_gbps": single,
-                                f"{d['kernel']}_{d['threads']}_threads_gbps": multi}
+    probes = {"probe_1_thread_gbps": single, f"probe_{d['threads']}_threads_gbps": multi}
+    if model_bytes:
+        probes[f"probe_{d['threads']}_threads_model_sized_gbps"] = measure_read_bandwidth_gbps(
+            threads, nbytes=model_bytes)
+    probes.update(probe_kernel=d["kernel"], probe_bytes=d["bytes"], llc_bytes=d["llc_bytes"],
+                  probe_loadavg=d["loadavg"])
+    return max(single, multi), probes
+
+
+def host_bound(probe_gbps: float, reference_tps: float, reference_bytes: int,
+               reference: str = "reference", probe: str = "the probe") -> tuple[float, str, bool]:
+    """The roofline bandwidth for the ladder: the probe, floored at what the reference
+    variant's decode reads (``serving.roofline.bandwidth_bound``), a note saying which, and
+    whether the floor was taken."""
+    gbps, floored = bandwidth_bound(probe_gbps, reference_tps, reference_bytes)
+    read = implied_gbps(reference_tps, reference_bytes) if reference_tps else float("nan")
+    if floored:
+        return gbps, (f"floor: {reference} decode reads {read:.1f} GB/s, above {probe}'s "
+                      f"{probe_gbps:.1f}, which underestimates this host"), True
+    return gbps, f"{probe}; {reference} decode reads {read:.1f} GB/s, within it", False
 
 
 def _profile_bandwidth(name: str) -> float | None:
