@@ -143,3 +143,74 @@ def test_stop_answers_queued_jobs():
         assert done.wait(3)
         assert len(box["responses"]) == 1
     assert not s.submit(Job(NavRequest("after", "q", deadline_ms=100), lambda r: None))
+
+
+# ---- several slots (engine.n_parallel: the batch loop decodes their requests together) ----
+
+class Concurrency(Recorder):
+    """Records how many jobs run at once."""
+
+    def __init__(self, work_s=0.2, preemptible=True):
+        super().__init__(work_s, preemptible)
+        self.lock, self.now, self.peak = threading.Lock(), 0, 0
+
+    def handle(self, job):
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            return super().handle(job)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def test_slots_run_jobs_at_once_and_answer_each_once():
+    rec = Concurrency(work_s=0.2)
+    s = Scheduler(rec.handle, late, 16, SAFETY, slots=3)
+    s.start()
+    try:
+        assert s.slots == 3
+        results = [submit(s, f"r{i}") for i in range(7)]
+        for accepted, box, done in results:
+            assert accepted and done.wait(10)
+        assert rec.peak == 3  # never more than the slots, and all of them used
+        assert all(len(box["responses"]) == 1 for _, box, _ in results)
+        assert sorted(rec.order) == sorted(f"r{i}" for i in range(7))
+    finally:
+        s.stop(lambda job: late(job, "stop"))
+
+
+def test_safety_arrival_preempts_only_when_every_slot_is_busy():
+    rec = Concurrency(work_s=0.6)
+    s = Scheduler(rec.handle, late, 16, SAFETY, slots=2)
+    s.start()
+    try:
+        first = submit(s, "routine_a", deadline_ms=9000)
+        time.sleep(0.1)
+        safety1 = submit(s, "safety_1", priority=SAFETY)  # a slot is free: nobody preempted
+        time.sleep(0.1)
+        assert s.running() == 2
+        second = submit(s, "routine_b", deadline_ms=8000)
+        safety2 = submit(s, "safety_2", priority=SAFETY)  # both busy: routine_a gives way
+        for _, box, done in (first, safety1, second, safety2):
+            assert done.wait(10)
+            assert len(box["responses"]) == 1 and box["responses"][0].success
+        assert rec.order.index("safety_2") < rec.order.index("routine_a")
+        assert rec.order.index("safety_1") < rec.order.index("routine_a")
+    finally:
+        s.stop(lambda job: late(job, "stop"))
+
+
+def test_each_running_job_gets_its_own_deadline():
+    rec = Concurrency(work_s=5.0, preemptible=False)
+    s = Scheduler(rec.handle, late, 16, SAFETY, slots=2)
+    s.start()
+    try:
+        short = submit(s, "short", deadline_ms=300)
+        long_ = submit(s, "long", deadline_ms=20000)
+        assert short[2].wait(5)
+        assert short[1]["responses"][0].error_code == "DEADLINE_EXCEEDED"
+        assert not long_[2].is_set()  # the other slot keeps running
+    finally:
+        s.stop(lambda job: late(job, "stop"))

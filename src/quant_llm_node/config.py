@@ -72,6 +72,11 @@ class EngineConfig:
                "decoding on CPU, where batched kernels round differently and a near-tie can flip "
                "(1 of 12 public scenarios changed its target here). false keeps step-by-step "
                "decoding and skips only the grammar's forced end, which changes no byte")
+    n_parallel: int = setting(
+        1, "requests decoded together as sequences of one llama_decode batch, sharing the "
+           "cached static prefix (continuous batching); 1 = one request at a time. The KV cache "
+           "is shared: n_ctx must hold the static prefix plus, per sequence, its prompt suffix "
+           "and token bound (about 300 tokens for a decision)", lo=1, hi=64)
     memory_bandwidth_gbps: float = setting(0.0, "memory bandwidth for the decode roofline; "
                                                 "0 = the device profile's, else measured", lo=0.0,
                                            hi=10000.0)

@@ -181,6 +181,7 @@ def python_overhead(engine: LlamaEngine, ds: DecisionSet, decode_reps: int = 12)
     first = engine.tokenize('{"', add_bos=False, special=False)[0]
     res["grammar_check_us"] = _best_us(lambda: g.allows(first))
     res["forced_probe_root_us"] = _best_us(lambda: g.forced_bytes(), 100)   # '{"action": "'
+    res["forced_probe_exact_root_us"] = _best_us(lambda: g.forced_bytes(2), 100)  # "exact" mode
     for t in engine.tokenize('{"action": "stop", "speed": 0.0, "target": "", "reason": "',
                              add_bos=False, special=False):
         g.accept(t)

@@ -23,7 +23,8 @@ PROFILES_SUBDIR = "profiles"
 PROFILE_SUFFIXES = (".yaml", ".yml")
 ALL_LAYERS = -1
 # Profile keys that are also engine settings of the node (quant_llm_node.config.EngineConfig).
-ENGINE_KEYS = ("n_gpu_layers", "n_ctx", "n_threads", "n_batch", "kv_cache_type", "flash_attn")
+ENGINE_KEYS = ("n_gpu_layers", "n_ctx", "n_threads", "n_batch", "kv_cache_type", "flash_attn",
+               "n_parallel")
 MIB = 1 << 20
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -37,12 +38,14 @@ class DeviceProfile:
     """Engine settings and memory limits for one kind of device."""
 
     name: str
+    model: str                 # the default model on this device (model.name left at its default)
     n_gpu_layers: int
     n_ctx: int
     n_threads: int
     n_batch: int
     kv_cache_type: str
     flash_attn: bool
+    n_parallel: int
     memory_bandwidth_gbps: float
     memory_budget_mb: int
     runtime_overhead_mb: int
@@ -92,6 +95,8 @@ def _check_providers(v: Any) -> str | None:
 _FIELDS: dict[str, tuple[str, Any, Any]] = {
     "name": ("a string", lambda v: isinstance(v, str),
              lambda v: None if _NAME_RE.match(v) else "must be a non-empty word (letters, digits, _ . -)"),
+    "model": ("a string", lambda v: isinstance(v, str),
+              lambda v: None if v.strip() else "must name a model (models/manifest.yaml or a path)"),
     "n_gpu_layers": ("an integer", _is_int,
                      lambda v: None if v >= ALL_LAYERS else f"must be >= {ALL_LAYERS} (-1 = all layers)"),
     "n_ctx": ("an integer", _is_int, lambda v: None if v > 0 else "must be > 0"),
@@ -100,6 +105,7 @@ _FIELDS: dict[str, tuple[str, Any, Any]] = {
     "kv_cache_type": ("a string", lambda v: isinstance(v, str),
                       lambda v: None if v in KV_CACHE_TYPES else f"must be one of {list(KV_CACHE_TYPES)}"),
     "flash_attn": ("a boolean", lambda v: isinstance(v, bool), lambda v: None),
+    "n_parallel": ("an integer", _is_int, lambda v: None if 1 <= v <= 64 else "must be 1..64"),
     "memory_bandwidth_gbps": ("a number", _is_number,
                               lambda v: None if v > 0 else "must be > 0 (GB/s)"),
     "memory_budget_mb": ("an integer", _is_int, lambda v: None if v > 0 else "must be > 0"),

@@ -83,6 +83,7 @@ class EngineSettings:
     kv_cache_type: str = "f16"
     use_mmap: bool = True
     jump_forward: bool = False   # see jump_forward_mode: False = "exact", True = "on"
+    n_parallel: int = 1          # sequences decoded together (engine/batch_decode.py); 1 = off
 
     @property
     def threads(self) -> int:
@@ -261,8 +262,11 @@ class LlamaEngine:
         )
         if s.flash_attn:
             kwargs["flash_attn"] = True
+        # Batching: sequence 0 holds the cached prefix, sequences 1..n_parallel the running
+        # requests, all in ONE unified KV buffer (shared prefix cells are not copied).
+        seqs = dict(n_seq_max=s.n_parallel + 1, kv_unified=True) if s.n_parallel > 1 else {}
         try:
-            with _quiet_stderr():
+            with _quiet_stderr(), _context_params(**seqs):
                 self._llm = llama_cpp.Llama(**kwargs)
         except (ValueError, RuntimeError, OSError) as exc:
             raise EngineError("MODEL_LOAD_FAILED", f"llama.cpp could not load {s.model_path}: {exc}") from exc
@@ -463,6 +467,43 @@ class LlamaEngine:
         llm.input_ids[n0:n1] = tokens
         llm.n_tokens = n1
 
+    @property
+    def n_seq_max(self) -> int:
+        """Sequences the context holds (1 + n_parallel when batching, else 1)."""
+        import llama_cpp
+        return int(llama_cpp.llama_n_seq_max(self._ctx)) if self._ctx is not None else 0
+
+    def seq_share(self, seq: int, n: int) -> None:
+        """Sequence ``seq`` starts with positions [0, n) of sequence 0: the KV cells are
+        shared (tagged with both sequences), nothing is evaluated or copied."""
+        import llama_cpp
+        self._require()
+        mem = llama_cpp.llama_get_memory(self._ctx)
+        llama_cpp.llama_memory_seq_rm(mem, seq, -1, -1)
+        if n > 0:
+            llama_cpp.llama_memory_seq_cp(mem, 0, seq, 0, n)
+
+    def seq_clear(self, seq: int) -> None:
+        """Forget sequence ``seq`` (cells it shares with sequence 0 stay for sequence 0)."""
+        import llama_cpp
+        self._require()
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), seq, -1, -1)
+
+    def decode_batch(self, batch) -> None:
+        """One ``llama_decode`` of a filled multi-sequence ``llama_batch`` (batch_decode.py);
+        sequence 0's bookkeeping is not touched. Raises EngineError."""
+        import llama_cpp
+        self._require()
+        rc = llama_cpp.llama_decode(self._ctx, batch)
+        if rc != 0:
+            code = "KV_CACHE_FULL" if rc == 1 else "DECODE_FAILED"
+            raise EngineError(code, f"llama_decode returned {rc} for a batch of {batch.n_tokens} tokens")
+
+    @property
+    def vocab(self):
+        """The llama_vocab pointer (token classification by the batch decoder)."""
+        return self._vocab
+
     def truncate(self, n: int) -> None:
         """Drop the KV positions >= ``n`` (roll back rejected draft tokens)."""
         import llama_cpp
@@ -592,7 +633,8 @@ class LlamaEngine:
                 forced = False
                 room = min(max_tokens - n_out, n_ctx - llm.n_tokens - 1, cap)
                 if forcing:
-                    span, ends = sampler.forced_bytes()
+                    # "exact" only needs to know whether one byte and the end are forced
+                    span, ends = sampler.forced_bytes() if batch_forced else sampler.forced_bytes(2)
                     if ends and len(span) <= 1:
                         # Nothing but (one forced byte and) the end can follow: step-by-step
                         # decoding would take exactly that byte's token, then end-of-generation,
@@ -697,6 +739,28 @@ def context_room(n_prompt: int, n_ctx: int, min_room: int = 1) -> int:
                           f"prompt has {n_prompt} tokens, the context window {n_ctx}, and the "
                           f"answer needs room for {max(1, min_room)}")
     return room
+
+
+@contextlib.contextmanager
+def _context_params(**fields):
+    """``Llama`` builds its context from ``llama_context_default_params()`` and takes no
+    n_seq_max / kv_unified: set them on the defaults while it is constructed."""
+    if not fields:
+        yield
+        return
+    import llama_cpp.llama_cpp as native
+    original = native.llama_context_default_params
+
+    def defaults():
+        params = original()
+        for key, value in fields.items():
+            setattr(params, key, value)
+        return params
+    native.llama_context_default_params = defaults
+    try:
+        yield
+    finally:
+        native.llama_context_default_params = original
 
 
 @contextlib.contextmanager

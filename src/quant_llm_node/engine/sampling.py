@@ -131,11 +131,12 @@ class TokenSampler:
         self._apply(self._grammar, self._one_ref)
         return one.logit != -math.inf
 
-    def sample(self) -> int:
-        """Choose the next token from the last evaluated position's logits and accept it."""
+    def sample(self, i: int = -1) -> int:
+        """Choose the next token from output row ``i`` of the last batch (-1: the last) and
+        accept it."""
         if not self._greedy:
-            return int(llama_cpp.llama_sampler_sample(self._chain, self._ctx, -1))
-        return self.sample_at(-1, self._logits(-1))
+            return int(llama_cpp.llama_sampler_sample(self._chain, self._ctx, i))
+        return self.sample_at(i, self._logits(i))
 
     def sample_at(self, i: int, logits: np.ndarray) -> int:
         """Greedy choice from output row ``i`` of the last batch (``logits`` is that row)."""
@@ -173,6 +174,7 @@ class TokenSampler:
             size=n, selected=-1, sorted=False)
         self._probe_ref = ctypes.byref(self._probe_arr)
         self._byte_tokens = list(byte_tokens)
+        self._common = (byte_tokens[ord(" ")], byte_tokens[ord("e")])
         return True
 
     def _next_bytes(self, grammar) -> tuple[np.ndarray, bool]:
@@ -186,12 +188,15 @@ class TokenSampler:
         return np.flatnonzero(ok[:256]), bool(ok[256])
 
     def forced_bytes(self, limit: int = 96) -> tuple[bytes, bool]:
-        """(span, ends): the text every continuation the grammar admits from here starts with,
-        and whether after it the grammar admits nothing but the end of generation (so
-        ``(b"", True)``: only the end is admitted now). ``(b"", False)`` when the next byte is
-        free, or when ``enable_forcing`` was not (successfully) called."""
+        """(span, ends): the text every continuation the grammar admits from here starts with
+        (at most ``limit`` bytes), and whether after it the grammar admits nothing but the end
+        of generation (so ``(b"", True)``: only the end is admitted now; always False when the
+        span was cut at ``limit``). ``(b"", False)`` when the next byte is free, or when
+        ``enable_forcing`` was not (successfully) called."""
         if self._probe is None:
             return b"", False
+        if self.allows(self._common[0]) and self.allows(self._common[1]):
+            return b"", False  # two bytes possible: nothing is forced (cheap test, free text)
         allowed, eog = self._next_bytes(self._grammar)
         if len(allowed) != 1 or eog:
             return b"", bool(eog and not len(allowed))

@@ -120,11 +120,13 @@ def latency_status(prefix: str, snap: dict | None, roofline: dict | None = None,
 
 
 def queue_status(prefix: str, depth: int, capacity: int, accepting: bool, overloaded: int,
-                 lifecycle: str = "inactive") -> StatusSpec:
+                 lifecycle: str = "inactive", running: int = 0, slots: int = 1) -> StatusSpec:
+    """Queue depth and the requests being served (``slots``: engine.n_parallel)."""
     level = WARN if depth >= capacity else OK
     msg = "accepting" if accepting else f"not accepting ({lifecycle})"
     return StatusSpec(f"{prefix}: queue", level, msg,
-                      {"depth": depth, "capacity": capacity, "rejected_overloaded": overloaded})
+                      {"depth": depth, "capacity": capacity, "rejected_overloaded": overloaded,
+                       "running": running, "batch_slots": slots})
 
 
 def grounding_status(prefix: str, info: GroundingStatus) -> StatusSpec:

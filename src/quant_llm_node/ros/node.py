@@ -299,7 +299,8 @@ class QuantLlmNode(LifecycleNode):
             specs.append(diag.latency_status(prefix, status.metrics, status.roofline))
             specs.append(diag.queue_status(prefix, status.queue_depth, status.queue_capacity,
                                            status.accepting,
-                                           status.metrics["errors"].get(E.OVERLOADED, 0)))
+                                           status.metrics["errors"].get(E.OVERLOADED, 0),
+                                           running=status.running, slots=status.slots))
             specs.append(diag.grounding_status(prefix, assembly.grounding))
             if status.remote is not None:
                 specs.append(diag.remote_status(prefix, status.remote))

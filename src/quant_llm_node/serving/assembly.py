@@ -11,7 +11,7 @@ import copy
 import logging
 from dataclasses import dataclass, field
 
-from quant_llm_node.config import Config, EngineConfig
+from quant_llm_node.config import Config, EngineConfig, ModelConfig
 from quant_llm_node.deploy import (
     BudgetVerdict, DeviceProfile, ProfileError, available_memory_bytes, check_budget,
     check_profile_memory, estimate_memory, load_profile)
@@ -35,12 +35,15 @@ class ConfigureError(CodedError, RuntimeError):
 
 
 def apply_profile(cfg: Config) -> tuple[Config, DeviceProfile | None]:
-    """The profile named in ``node.device_profile`` supplies engine settings; a parameter set
-    to a value other than its default wins over the profile. Raises ProfileError."""
+    """The profile named in ``node.device_profile`` supplies engine settings and the default
+    model; a parameter set to a value other than its default wins over the profile. Raises
+    ProfileError."""
     if not cfg.node.device_profile:
         return cfg, None
     profile = load_profile(cfg.node.device_profile)
     cfg = copy.deepcopy(cfg)
+    if cfg.model.name == ModelConfig().name and not cfg.model.sha256:
+        cfg.model.name = profile.model  # the device's default model (README: model per profile)
     defaults = EngineConfig()
     for key in ENGINE_KEYS:
         if getattr(cfg.engine, key) == getattr(defaults, key):
@@ -71,7 +74,7 @@ class Assembly:
     cfg: Config
     task: DecisionTask
     engine: LlamaEngine | None = None
-    generator: Generator | None = None   # the engine, or a speculative decoder over it
+    generator: Generator | None = None   # the engine, a speculative decoder or a batch loop over it
     draft: LlamaEngine | None = None
     report: EngineReport | None = None
     prompts: PromptBuilder | None = None
@@ -130,6 +133,8 @@ def assemble(cfg: Config, grounding: bool = True, warm: bool = True,
             out.prefix_cold_ms = out.engine.warm(out.prompts.static_prefix)
         out.report.extra.update(static_prefix_tokens=out.prefix_tokens,
                                 static_prefix_warm_ms=round(out.prefix_cold_ms, 1))
+        if cfg.engine.n_parallel > 1:
+            _batch_loop(out)
         if cfg.engine.backend != BACKEND_LOCAL:
             _open_backend(out, warm)
     except BaseException:
@@ -165,7 +170,20 @@ def _load_models(out: Assembly, profile: DeviceProfile | None, resident_bytes: i
     out.report.extra.update(out.memory)
     out.generator = out.engine
     if c.engine.speculative != "off":
+        if c.engine.n_parallel > 1:
+            raise ConfigureError("CONFIG_INVALID", "engine.speculative needs engine.n_parallel 1 "
+                                                   "(batched requests are decoded step by step)")
         out.generator = _speculative(out)
+
+
+def _batch_loop(out: Assembly) -> None:
+    """engine.n_parallel > 1: the batch loop becomes the engine's one owner (after the warm-up,
+    which ran on this thread before the loop existed)."""
+    from quant_llm_node.serving.batch_loop import BatchLoop
+    try:
+        out.generator = BatchLoop(out.engine, out.cfg.engine.n_parallel, out.cfg.engine.jump_forward)
+    except EngineError as exc:
+        raise ConfigureError(exc.code, f"batching: {exc}") from exc
 
 
 def _open_backend(out: Assembly, warm: bool) -> None:

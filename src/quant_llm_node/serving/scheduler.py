@@ -1,10 +1,13 @@
-"""Bounded priority queue in front of the single inference worker.
+"""Bounded priority queue in front of the inference workers.
 
+- ``slots`` workers run jobs at once: 1 without batching (the engine is not thread-safe), or
+  engine.n_parallel, whose requests the batch loop decodes together (serving/batch_loop.py).
 - Safety-critical requests (priority >= safety_priority) go first, then earliest deadline.
-- Every accepted request is answered exactly once: by the worker, by the deadline
+- Every accepted request is answered exactly once: by a worker, by the deadline
   watchdog (fallback marked late) or at shutdown (SHUTTING_DOWN). Nothing is dropped.
 - A full queue rejects at submit (OVERLOADED): the caller answers at once.
-- A running routine job is preempted by a safety-critical arrival and requeued.
+- A safety-critical arrival that finds every slot busy preempts the running routine job
+  with the latest deadline, which is requeued.
 """
 from __future__ import annotations
 
@@ -76,10 +79,11 @@ LateHandler = Callable[[Job, LateReason, str], NavResponse]  # (job, why, detail
 
 
 class Scheduler:
-    """One worker thread runs ``handler`` on jobs; a watchdog answers late jobs."""
+    """``slots`` worker threads run ``handler`` on jobs; a watchdog answers late jobs."""
 
     def __init__(self, handler: Handler, late_handler: LateHandler, queue_size: int,
-                 safety_priority: int, on_event: Callable[[str], None] | None = None):
+                 safety_priority: int, on_event: Callable[[str], None] | None = None,
+                 slots: int = 1):
         self._handler = handler
         self._late = late_handler
         self._queue_size = queue_size
@@ -88,7 +92,8 @@ class Scheduler:
         self._heap: list[tuple[int, float, int, Job]] = []
         self._seq = itertools.count()
         self._cv = threading.Condition()
-        self._running: Job | None = None
+        self._slots = max(1, slots)
+        self._running: list[Job] = []
         self._accepting = False
         self._stop = False
         self._threads: list[threading.Thread] = []
@@ -97,8 +102,9 @@ class Scheduler:
     def start(self) -> None:
         with self._cv:
             self._accepting, self._stop = True, False
-        self._threads = [threading.Thread(target=self._work, name="qln-inference", daemon=True),
-                         threading.Thread(target=self._watch, name="qln-deadlines", daemon=True)]
+        self._threads = [threading.Thread(target=self._work, name=f"qln-inference-{i}", daemon=True)
+                         for i in range(self._slots)]
+        self._threads.append(threading.Thread(target=self._watch, name="qln-deadlines", daemon=True))
         for t in self._threads:
             t.start()
 
@@ -110,8 +116,8 @@ class Scheduler:
             self._stop = True
             queued = [entry[-1] for entry in self._heap]
             self._heap.clear()
-            if self._running is not None:
-                self._running.cancel.set()
+            for job in self._running:
+                job.cancel.set()
             self._cv.notify_all()
         for job in queued:
             job.finish(answer(job))
@@ -133,6 +139,15 @@ class Scheduler:
         with self._cv:
             return len(self._heap)
 
+    @property
+    def slots(self) -> int:
+        return self._slots
+
+    def running(self) -> int:
+        """Jobs being served now (at most ``slots``)."""
+        with self._cv:
+            return len(self._running)
+
     def is_safety(self, job: Job) -> bool:
         return job.request.priority >= self._safety_priority
 
@@ -146,9 +161,10 @@ class Scheduler:
                 if not self.is_safety(job) or not self._evict_routine():
                     return False
             self._push(job)
-            running = self._running
-            if running is not None and self.is_safety(job) and not self.is_safety(running):
-                running.preempt.set()
+            if self.is_safety(job) and len(self._running) >= self._slots:
+                routine = [j for j in self._running if not self.is_safety(j) and not j.preempt.is_set()]
+                if routine:
+                    max(routine, key=lambda j: j.deadline).preempt.set()
             self._cv.notify_all()
             return True
 
@@ -181,7 +197,7 @@ class Scheduler:
                 job = heapq.heappop(self._heap)[-1]
                 if job.answered:
                     continue
-                self._running = job
+                self._running.append(job)
             try:
                 response = self._handler(job)
             except Preempted:
@@ -189,7 +205,7 @@ class Scheduler:
                 job.preemptions += 1
                 self._on_event("preempted")
                 with self._cv:
-                    self._running = None
+                    self._running.remove(job)
                     if self._accepting:
                         self._push(job)
                         continue
@@ -198,13 +214,13 @@ class Scheduler:
             except Exception as exc:  # a handler bug must not kill the worker
                 response = self._late(job, LateReason.INTERNAL, f"internal error: {exc!r}")
             with self._cv:
-                self._running = None
+                self._running.remove(job)
             if not job.finish(response):
                 self._on_event("answered_late_result_dropped")
 
     def _watch(self) -> None:
-        """Answer jobs whose deadline has passed with the late fallback: queued ones, and the
-        running one even while llama.cpp is busy (its late result is then dropped)."""
+        """Answer jobs whose deadline has passed with the late fallback: queued ones, and
+        running ones even while llama.cpp is busy (their late results are then dropped)."""
         while True:
             with self._cv:
                 if self._stop:
@@ -216,8 +232,9 @@ class Scheduler:
                 if late:
                     heapq.heapify(self._heap)
                 soonest = min((e[-1].deadline for e in self._heap), default=None)
-                running = self._running
-                if running is not None and not running.answered:
+                for running in self._running:
+                    if running.answered:
+                        continue
                     if running.deadline <= now:
                         late.append((0, running.deadline, -1, running))
                         running.cancel.set()  # the worker stops generating for it

@@ -24,6 +24,7 @@ from quant_llm_node.reasoning.validation import safe_request_id, validate_reques
 from quant_llm_node.serving.metrics import ServingMetrics
 from quant_llm_node.serving.pipeline import Pipeline
 from quant_llm_node.serving.scheduler import Job, LateReason, Preempted, Scheduler
+from quant_llm_node.serving.turns import Turns
 
 if TYPE_CHECKING:
     from quant_llm_node.serving.remote_status import RemoteStatus
@@ -43,6 +44,8 @@ class ServiceStatus:
     model_id: str
     roofline: dict = field(default_factory=dict)
     remote: Optional["RemoteStatus"] = None  # engine.backend remote / hybrid
+    running: int = 0                          # requests being served now
+    slots: int = 1                            # at most this many at once (engine.n_parallel)
 
 
 class _Answer(Exception):
@@ -54,15 +57,18 @@ class _Answer(Exception):
 
 
 class NavigationService:
-    """Owns the request pipeline and the scheduler whose single worker runs the generator."""
+    """Owns the request pipeline and the scheduler whose workers run the generator (one, or
+    engine.n_parallel whose requests the batch loop decodes together)."""
 
     def __init__(self, cfg: Config, pipeline: Pipeline):
         self.cfg = cfg
         self._pipeline = pipeline
-        self._turn = threading.Lock()  # held by the worker for one request; a swap waits for it
+        self._turns = Turns()  # requests in flight on the pipeline; a swap waits for them
         self.metrics = ServingMetrics(cfg.serving.latency_window)
+        # one slot per sequence the batch loop decodes together (1: the engine alone)
         self.scheduler = Scheduler(self._handle, self._late, cfg.serving.queue_size,
-                                   cfg.serving.safety_priority, on_event=self.metrics.count)
+                                   cfg.serving.safety_priority, on_event=self.metrics.count,
+                                   slots=cfg.engine.n_parallel)
 
     @property
     def pipeline(self) -> Pipeline:
@@ -93,7 +99,7 @@ class NavigationService:
     def swap(self, pipeline: Pipeline, cfg: Config | None = None) -> Pipeline:
         """Put another pipeline (a new model) in place between two requests; returns the old
         one, which no request uses any more once this returns."""
-        with self._turn:
+        with self._turns.exclusive():
             old, self._pipeline = self._pipeline, pipeline
             if cfg is not None:
                 self.cfg = cfg
@@ -106,7 +112,8 @@ class NavigationService:
                              queue_capacity=self.cfg.serving.queue_size,
                              accepting=self.scheduler.accepting, model_id=p.model_id,
                              roofline=p.roofline.values(snap["decode_tps_p50"]) if p.roofline else {},
-                             remote=p.backend.status() if p.backend is not None else None)
+                             remote=p.backend.status() if p.backend is not None else None,
+                             running=self.scheduler.running(), slots=self.scheduler.slots)
 
     # ---- intake ----------------------------------------------------------------------------
     def submit(self, raw: dict, on_done: Callable[[NavResponse], None],
@@ -175,8 +182,8 @@ class NavigationService:
 
     # ---- the worker's pipeline -------------------------------------------------------------
     def _handle(self, job: Job) -> NavResponse:
-        """Runs on the inference worker thread: ground, generate, decide."""
-        with self._turn:
+        """Runs on an inference worker thread: ground, generate, decide."""
+        with self._turns.request():
             return self._run(job, self._pipeline)  # one consistent set of parts per request
 
     def _run(self, job: Job, p: Pipeline) -> NavResponse:
