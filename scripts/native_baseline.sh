@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Native baseline: llama.cpp's own llama-bench, built from the llama.cpp vendored in the pinned
 # llama-cpp-python sdist with the flags the wheel used (scripts/setup.sh), run with the engine's
-# threads, then printed as one JSON object on stdout (progress goes to stderr).
+# threads, then printed as one JSON object on stdout (progress goes to stderr). The same build also
+# gives llama-server (the fleet benchmark's site server, -np slots) and llama-batched-bench.
 #
 # Usage: scripts/native_baseline.sh [MODEL.gguf] [-t THREADS] [-n GEN_TOKENS] [-p PROMPT_TOKENS]
 #                                   [-r REPS] [-d DEPTH] [-fa on|off] [--build-only]
 # Defaults match LlamaEngine: n_batch = n_ubatch = 512, flash attention off (llama-bench's own
 # default is auto), threads = nproc. Feed the output to decode_bench --native-json.
+# --build-only: build (or reuse) the binaries and print their paths as JSON:
+#   {"bin_dir": ..., "llama_bench": ..., "llama_server": ..., "llama_batched_bench": ...}
+#   (run them with LD_LIBRARY_PATH=bin_dir; the shared libs are copied next to them).
 # Env:   QLN_CACHE (default ~/.cache/quant_llm_node): sdist + build + binary live in $QLN_CACHE/native
 #        LLAMA_CMAKE_ARGS: same default as scripts/setup.sh (must match the installed wheel)
 # A benchmark helper, not run in CI; nothing it fetches or builds goes into the repository.
@@ -38,8 +42,10 @@ FP=$( (echo "$VERSION $LLAMA_CMAKE_ARGS"; grep -m1 -E '^(flags|Features)' /proc/
       | sha256sum | cut -c1-16)
 BIN_DIR="$CACHE/llama-bench-$VERSION-$FP"
 BENCH="$BIN_DIR/llama-bench"
+TARGETS=(llama-bench llama-server llama-batched-bench)
+missing() { for t in "${TARGETS[@]}"; do [ -x "$BIN_DIR/$t" ] || return 0; done; return 1; }
 
-if [ ! -x "$BENCH" ]; then
+if missing; then
   mkdir -p "$CACHE"
   SDIST="$CACHE/llama_cpp_python-$VERSION.tar.gz"
   if [ ! -f "$SDIST" ]; then
@@ -52,24 +58,32 @@ if [ ! -x "$BENCH" ]; then
   SRC="$CACHE/llama_cpp_python-$VERSION"
   [ -f "$SRC/vendor/llama.cpp/CMakeLists.txt" ] || { log "extracting"; tar -xzf "$SDIST" -C "$CACHE"; }
   BUILD="$CACHE/build-$VERSION-$FP"
-  log "configuring (wheel flags: $LLAMA_CMAKE_ARGS; + tools on, curl/openssl/server off)"
+  log "configuring (wheel flags: $LLAMA_CMAKE_ARGS; + tools and server on, curl/openssl/web UI off)"
   # Configure llama-cpp-python's own top-level CMakeLists, as pip does (shared libs, native CPU,
-  # Release), with llama.cpp's tools enabled so that the llama-bench target exists.
+  # Release), with llama.cpp's tools and server enabled so that the three targets exist. The web UI
+  # is neither built (npm) nor downloaded: the server gets an empty asset table, the API is intact.
   # shellcheck disable=SC2086
   cmake -S "$SRC" -B "$BUILD" -G "$(command -v ninja >/dev/null && echo Ninja || echo 'Unix Makefiles')" \
     -DCMAKE_BUILD_TYPE=Release $LLAMA_CMAKE_ARGS -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-    -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF >&2
-  log "building llama-bench only (about 15 CPU-min: 15-30 min on 2 cores)"
-  cmake --build "$BUILD" --target llama-bench -j "$(nproc)" >&2
-  BUILT="$(find "$BUILD" -type f -name llama-bench -perm -u+x | head -n1)"
-  [ -n "$BUILT" ] || { log "llama-bench not found under $BUILD"; exit 1; }
+    -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF \
+    -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF >&2
+  log "building ${TARGETS[*]} (about 25 CPU-min: 20-40 min on 2 cores)"
+  cmake --build "$BUILD" --target "${TARGETS[@]}" -j "$(nproc)" >&2
   rm -rf "$BIN_DIR.tmp" && mkdir -p "$BIN_DIR.tmp"
-  cp "$BUILT" "$BIN_DIR.tmp/"
-  find "$(dirname "$BUILT")" -maxdepth 1 -name 'lib*.so*' -exec cp -P {} "$BIN_DIR.tmp/" \;
+  for t in "${TARGETS[@]}"; do
+    BUILT="$(find "$BUILD" -type f -name "$t" -perm -u+x | head -n1)"
+    [ -n "$BUILT" ] || { log "$t not found under $BUILD"; exit 1; }
+    cp "$BUILT" "$BIN_DIR.tmp/"
+    find "$(dirname "$BUILT")" -maxdepth 1 -name 'lib*.so*' -exec cp -Pn {} "$BIN_DIR.tmp/" \;
+  done
   rm -rf "$BIN_DIR" && mv "$BIN_DIR.tmp" "$BIN_DIR"
-  log "cached $BENCH"
+  log "cached ${TARGETS[*]} in $BIN_DIR"
 fi
-[ "$BUILD_ONLY" = 1 ] && { echo "{\"llama_bench\": \"$BENCH\"}"; exit 0; }
+if [ "$BUILD_ONLY" = 1 ]; then
+  printf '{"bin_dir": "%s", "llama_bench": "%s", "llama_server": "%s", "llama_batched_bench": "%s"}\n' \
+    "$BIN_DIR" "$BENCH" "$BIN_DIR/llama-server" "$BIN_DIR/llama-batched-bench"
+  exit 0
+fi
 [ -f "$MODEL" ] || { log "model not found: $MODEL"; exit 2; }
 
 export LD_LIBRARY_PATH="$BIN_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

@@ -2,6 +2,7 @@
 
   ladder   quantization ladder (F16 .. Q4_0): size, speed, memory, quality, rooflines
   serve    serving benchmark (when quant_llm_node.bench.serve.run is installed)
+  fleet    N robot nodes against one site server vs local-only (quant_llm_node.bench.fleet.run)
 """
 from __future__ import annotations
 
@@ -15,15 +16,20 @@ from quant_llm_node.bench.ladder import variants as ladder
 from quant_llm_node.bench.ladder.runner import LadderOptions, run_ladder
 
 SERVE_MODULE = "quant_llm_node.bench.serve.run"
+FLEET_MODULE = "quant_llm_node.bench.fleet.run"
 QUICK = dict(variants=list(ladder.QUICK_VARIANTS), runs=1, warmup=0, max_tokens=16, prompt_tokens=64,
              max_scenarios=3, quality_chunks=1)
 
 
-def _serve_available() -> bool:
+def _available(module: str = SERVE_MODULE) -> bool:
     try:
-        return importlib.util.find_spec(SERVE_MODULE) is not None
+        return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:
         return False
+
+
+def _serve_available() -> bool:
+    return _available(SERVE_MODULE)
 
 
 def _ladder_parser(sub) -> None:
@@ -87,12 +93,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"quant-llm-bench serve: {SERVE_MODULE} is not installed", file=sys.stderr)
             return 2
         return importlib.import_module(SERVE_MODULE).main(argv[1:]) or 0
+    if argv[:1] == ["fleet"]:
+        if not _available(FLEET_MODULE):
+            print(f"quant-llm-bench fleet: {FLEET_MODULE} is not installed", file=sys.stderr)
+            return 2
+        return importlib.import_module(FLEET_MODULE).main(argv[1:]) or 0
     parser = argparse.ArgumentParser(prog="quant-llm-bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     _ladder_parser(sub)
     if _serve_available():
         sub.add_parser("serve", help="serving benchmark (see quant-llm-bench serve --help)", add_help=False)
+    if _available(FLEET_MODULE):
+        sub.add_parser("fleet", help="fleet benchmark (see quant-llm-bench fleet --help)", add_help=False)
     args = parser.parse_args(argv)
     if args.cmd == "ladder":
         result = run_ladder(options_from_args(args))
