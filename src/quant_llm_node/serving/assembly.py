@@ -140,7 +140,7 @@ def assemble(cfg: Config, grounding: bool = True, warm: bool = True,
     except BaseException:
         out.close()
         raise
-    bandwidth = cfg.engine.memory_bandwidth_gbps or measure_read_bandwidth_gbps()
+    bandwidth = cfg.engine.memory_bandwidth_gbps or measure_read_bandwidth_gbps(out.engine.settings.threads)
     out.roofline = Roofline(out.engine.info.tensor_bytes, bandwidth)
     out.grounding = GroundingStatus(enabled=cfg.grounding.enabled and grounding)
     if out.grounding.enabled:
