@@ -164,3 +164,25 @@ def test_engine_settings_match_node_engine_config():
     settings = {key: getattr(profile, key) for key in ENGINE_KEYS}
     assert set(settings) <= names, set(settings) - names
     assert settings["kv_cache_type"] == "q8_0" and settings["n_gpu_layers"] == -1
+
+
+def test_profile_supplies_the_default_model_and_batch_unless_set():
+    from quant_llm_node.config import Config
+    from quant_llm_node.serving.assembly import apply_profile
+    cfg = Config()
+    cfg.node.device_profile = "orin_nx_16gb"
+    applied, profile = apply_profile(cfg)
+    assert applied.model.name == profile.model == "qwen2.5-coder-1.5b-instruct-q4_k_m"
+    assert applied.engine.n_parallel == profile.n_parallel == 4
+    assert cfg.model.name != applied.model.name  # the caller's config is not changed
+    cfg.model.name, cfg.engine.n_parallel = "qwen2.5-coder-0.5b-instruct-q4_k_m-custom.gguf", 2
+    applied, profile = apply_profile(cfg)
+    assert applied.model.name == cfg.model.name and applied.engine.n_parallel == 2
+    assert profile.n_parallel == 2  # the effective profile reports what runs
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_profile_kv_holds_its_batch(name):
+    """n_ctx holds the ~1270-token static prefix plus ~300 tokens per batched sequence."""
+    p = load_profile(name)
+    assert p.n_ctx >= 1300 + 300 * p.n_parallel
