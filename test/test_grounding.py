@@ -238,3 +238,52 @@ def test_check_report_in_child_processes(artifacts):
         assert model["rss_mb"] > 0
     assert report["models"]["int8"]["bytes"] < report["models"]["fp32"]["bytes"] / 3
     assert "cosine int8 vs fp32" in check.format_table(report)
+
+
+def _score_probe(index, probes):
+    """correct / WRONG (another place) / miss (unknown or ambiguous where a place is meant)."""
+    tally = {"correct": 0, "wrong": [], "miss": []}
+    for p in probes:
+        r, want = index.ground(p["goal"]), p["expect"]
+        if r.place_id:
+            if r.place_id == want:
+                tally["correct"] += 1
+            else:
+                tally["wrong"].append((p["goal"], want, r.place_id))
+        elif r.status == want:
+            tally["correct"] += 1
+        else:
+            tally["miss"].append((p["goal"], want, r.status.value))
+    return tally
+
+
+def test_grounding_dev_probes(index):
+    """bench/data/corpus/grounding_dev.yaml: never a wrong place; top-1 floor (57/62 reached)."""
+    import yaml
+
+    probes = yaml.safe_load((ROOT / "bench" / "data" / "corpus" / "grounding_dev.yaml")
+                            .read_text(encoding="utf-8"))["probes"]
+    assert len(probes) >= 40
+    tally = _score_probe(index, probes)
+    assert tally["wrong"] == []
+    assert tally["correct"] / len(probes) >= 0.88, tally["miss"]
+
+
+def test_dev_corpus_goals_ground(index):
+    """Every goal of the DEV corpus split grounds to its expect_place; UNKNOWN_PLACE ones do not."""
+    import yaml
+
+    scenarios = yaml.safe_load((ROOT / "bench" / "data" / "corpus" / "dev.yaml")
+                               .read_text(encoding="utf-8"))["scenarios"]
+    checked = 0
+    for s in scenarios:
+        if "goal" not in s:
+            continue
+        result = index.ground(s["goal"])
+        if s.get("expect_place"):
+            assert result.place_id == s["expect_place"], (s["id"], result)
+            checked += 1
+        elif s.get("expect_error") == "UNKNOWN_PLACE":
+            assert result.place_id is None, (s["id"], result)
+            checked += 1
+    assert checked >= 25

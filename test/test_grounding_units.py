@@ -120,3 +120,91 @@ def test_fetch_source_rejects_wrong_checksum(tmp_path):
     with pytest.raises(recipe.ChecksumError):
         recipe.fetch_source(source, target, tmp_path, log=lambda m: None)
     assert not target.exists()
+
+
+# --- generalization mechanisms of the lexical stage (each test fails without its mechanism) ---
+
+from quant_llm_node.grounding import PlaceIndex, load_places  # noqa: E402
+from quant_llm_node.grounding.lexical import LexicalMatcher  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+class _NoEmbedder:
+    """Embeds everything to the zero vector: only the lexical stage can decide."""
+
+    def embed(self, text):
+        return np.zeros(4, dtype=np.float32)
+
+    def embed_many(self, texts):
+        return np.zeros((len(texts), 4), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def map_places():
+    return load_places(ROOT / "config" / "places.yaml")
+
+
+@pytest.fixture(scope="module")
+def lexical_index(map_places):
+    return PlaceIndex(map_places, _NoEmbedder(), GroundingSettings.from_yaml(ROOT / "config" / "grounding.yaml"))
+
+
+def test_ordinals_and_number_markers_are_numbers():
+    assert words("first charger")[0] == "1"
+    assert words("the 2nd aisle", frozenset({"the"})) == ["~the", "2", "aisl"]
+    assert words("aisle number seven") == words("aisle No. 7") == ["aisl", "7"]
+    assert words("no dock") == ["no", "dock"]          # "no" stays a word before a non-number
+
+
+def test_one_is_a_pronoun_unless_after_a_countable_word():
+    cfg = LexicalConfig()
+    assert parse_goal("the narrow one", cfg, frozenset({"aisl", "dock"})).head == ("narrow",)
+    assert parse_goal("charging dock one", cfg, frozenset({"aisl", "dock"})).head_numbers == {"1"}
+
+
+def test_synonyms_meet_the_map_words_longest_phrase_first():
+    assert words("fridge") == words("freezer") == words("cold storage") == ["cold", "storag"]
+    assert words("charger") == words("charging station") == words("charging dock")
+    assert words("lorries") == words("truck")
+    assert words("lift") == ["elevator"] and words("fork lift") == ["forklift"]
+    assert words("tall racks") == words("high shelving")
+
+
+def test_place_kinds_come_from_names_and_the_kind_field(map_places):
+    m = LexicalMatcher(map_places, LexicalConfig())
+    assert m.of_kind("dock") == {"dock_1", "dock_2"}
+    assert m.of_kind("elevator") == {"elevator"}          # "goods lift" -> elevator too
+    assert "area" not in m.kind_words                      # generic nouns are no kind
+    no_kind = parse_places([{"id": "a", "name": "charging dock 1"}, {"id": "b", "name": "aisle 2"}])
+    assert LexicalMatcher(no_kind, LexicalConfig()).of_kind("dock") == {"a"}
+    goal = parse_goal("north wall charger", LexicalConfig())
+    assert m.goal_kind(goal) == "dock"
+
+
+def test_near_zones_lend_their_name_words_but_not_numbers(map_places):
+    m = LexicalMatcher(map_places, LexicalConfig())
+    goal = parse_goal("charger by the trucks", LexicalConfig())
+    assert m.score("dock_2", goal) > m.score("dock_1", goal)
+    assert "7" not in m.terms["dock_2"].near
+
+
+@pytest.mark.parametrize("goal,expected", [
+    ("charger by the trucks", "dock_2"),            # kind rule + near: not the loading bay
+    ("the loading bay charger", "dock_2"),          # kind rule: a dock, not the bay it names
+    ("the charger near the freight elevator", "dock_2"),
+    ("charging point by the loading area", "dock_2"),  # lead on the words that tell docks apart
+    ("first charger", "dock_1"), ("the second charging station", "dock_2"),
+    ("the fridge aisle", "aisle_4"), ("the shipping area", "loading_bay"),
+    ("the narrow one with tall racks", "aisle_3"),
+    ("the dock closest to the forklift aisle", "dock_2"),  # "closest" is a relation word
+])
+def test_lexical_mechanisms_ground(lexical_index, goal, expected):
+    result = lexical_index.ground(goal)
+    assert (result.status, result.place_id, result.method) == ("ok", expected, "lexical"), result
+
+
+@pytest.mark.parametrize("goal", ["the truck dock", "the charger", "third charging dock",
+                                  "the second packing station", "the cold storage charger"])
+def test_lexical_mechanisms_do_not_guess(lexical_index, goal):
+    assert lexical_index.ground(goal).place_id is None

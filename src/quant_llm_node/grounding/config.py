@@ -19,7 +19,8 @@ class LexicalConfig:
     number_weight: float = 1.5
     unknown_word_weight: float = 1.0
     relation_words: tuple[str, ...] = ("near", "by", "beside", "next", "close",
-                                       "behind", "opposite", "across", "past", "with")
+                                       "behind", "opposite", "across", "past", "with",
+                                       "nearest", "closest", "nearby", "alongside", "facing")
     stopwords: tuple[str, ...] = (
         "the", "a", "an", "to", "at", "of", "me", "my", "i", "we", "us", "please", "go", "take",
         "get", "drive", "head", "move", "navigate", "bring", "then", "and", "one", "that", "this",

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from .config import GroundingSettings
-from .lexical import LexicalMatcher, ParsedGoal, parse_goal
+from .lexical import LexicalMatcher, ParsedGoal, parse_goal, share
 from .places import Place
 from .text import clean_goal_text, fold
 
@@ -79,16 +79,17 @@ class PlaceIndex:
         k = k or self.config.top_k
         limit = self.config.max_chars
         cleaned = clean_goal_text(text[: 4 * limit])[:limit] if isinstance(text, str) else ""
-        goal = parse_goal(cleaned, self.config.lexical)
+        goal = parse_goal(cleaned, self.config.lexical, self.lexical.countable)
         if not cleaned or goal.is_empty:
             return GroundingResult(EMPTY, reason="no words in goal")
         exact = self._exact_id(cleaned)
         if exact:
             return GroundingResult(OK, exact, 1.0, 1.0, [(exact, 1.0)], "exact_id", "id match")
         candidates = [pid for pid in self.by_id if self.lexical.compatible(pid, goal)]
-        named = self.lexical.named(goal)
-        if named:  # the goal names a kind of place: stay within places of that name
-            candidates = [pid for pid in candidates if pid in named]
+        kind = self.lexical.goal_kind(goal)
+        if kind:  # the goal names a kind of place: only places of that kind can win
+            of_kind = self.lexical.of_kind(kind)
+            candidates = [pid for pid in candidates if pid in of_kind]
         if not candidates:
             return GroundingResult(UNKNOWN, method="lexical",
                                    reason="no place matches the goal's names and numbers")
@@ -101,11 +102,18 @@ class PlaceIndex:
 
     def _lexical(self, goal: ParsedGoal, candidates: list[str], k: int) -> GroundingResult | None:
         cfg = self.config.lexical
-        ranked = _ranked({pid: self.lexical.score(pid, goal) for pid in candidates})
+        credits = {pid: self.lexical.credits(pid, goal) for pid in candidates}
+        ranked = _ranked({pid: share(c) for pid, c in credits.items()})
         top_id, top = ranked[0]
         if top < cfg.min_score:
             return None
-        margin = _margin(ranked)
+        # The lead is measured on the words that tell the candidates apart: a word
+        # every candidate explains equally ("charging dock" among the docks) says
+        # nothing about which one is meant (same order, only the scale changes).
+        shared = frozenset(i for i, (_, s) in enumerate(credits[top_id])
+                           if s > 0 and len(credits) > 1
+                           and all(c[i][1] == s for c in credits.values()))
+        margin = _margin(_ranked({pid: share(c, shared) for pid, c in credits.items()}))
         shown = [(pid, round(s, 4)) for pid, s in ranked[:k] if s > 0]
         if margin < cfg.min_margin:
             tied = [pid for pid, s in ranked if top - s < cfg.min_margin]

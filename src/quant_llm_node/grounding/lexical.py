@@ -4,6 +4,14 @@ A goal is split at the first relation word ("dock | by the loading bay"):
 the head names the target and is matched against place names (and, weaker,
 descriptions); the modifier locates it and is matched against descriptions.
 Numbers are exact constraints, never similarities.
+
+Place kinds: each place has kinds, its ``kind`` field and the head noun (last
+word) of its name and aliases ("charging dock 1" -> dock, "goods lift" ->
+elevator after synonyms), generic nouns such as "area" excepted. When the
+goal's head names a kind ("the charger by the trucks": dock), only places of
+that kind are candidates: a place of another kind cannot win on modifier words
+alone. A place's ``near`` zones lend their name words to its modifier matching
+("by the trucks" fits the dock near the truck bay); numbers are never lent.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from typing import Iterable, Sequence
 from .config import LexicalConfig
 from .places import Place
 from .text import stem, words
+from .vocab import GENERIC_PLACE_WORDS
 
 
 @dataclass(frozen=True)
@@ -56,11 +65,12 @@ def _content(tokens: Iterable[str]) -> tuple[str, ...]:
     return tuple(t for t in tokens if not t.startswith("~"))
 
 
-def parse_goal(text: str, cfg: LexicalConfig) -> ParsedGoal:
-    """Tokenize, mark stop words, split at the first relation word."""
-    stop = frozenset(stem(w) for w in cfg.stopwords)
+def parse_goal(text: str, cfg: LexicalConfig, countable: frozenset[str] | None = None) -> ParsedGoal:
+    """Tokenize, mark stop words, split at the first relation word (``countable``:
+    see ``text.words``)."""
+    stop = frozenset(stem(w) for w in (*cfg.stopwords, *GENERIC_PLACE_WORDS))
     relations = frozenset(stem(w) for w in cfg.relation_words)
-    tokens = words(text, stop)
+    tokens = words(text, stop, countable)
     cut = next((i for i, t in enumerate(tokens) if t in relations), len(tokens))
     head, modifier = _content(tokens[:cut]), _content(tokens[cut + 1:])
     return ParsedGoal(
@@ -76,18 +86,37 @@ class _Terms:
     name: frozenset[str]          # id, name and aliases
     description: frozenset[str]
     pairs: dict                   # word -> numbers it carries in this place
+    kinds: frozenset[str] = frozenset()   # head nouns of name/aliases, and ``kind``
+    near: frozenset[str] = frozenset()    # name words (no numbers) of its ``near`` zones
 
 
-def _terms(place: Place) -> _Terms:
-    name_tokens = [words(place.id.replace("_", " ")), words(place.name)]
-    name_tokens += [words(a) for a in place.aliases]
+_GENERIC = frozenset(stem(w) for w in GENERIC_PLACE_WORDS)
+
+
+def _head_noun(tokens: Sequence[str]) -> str | None:
+    """Last word of a name, if it is a noun that says what kind of place this is."""
+    content = [t for t in tokens if not t.isdigit()]
+    return content[-1] if content and content[-1] not in _GENERIC else None
+
+
+def _name_tokens(place: Place) -> list[list[str]]:
+    return [words(place.id.replace("_", " ")), words(place.name)] + [words(a) for a in place.aliases]
+
+
+def _terms(place: Place, by_id: dict | None = None) -> _Terms:
+    name_tokens = _name_tokens(place)
     desc_tokens = words(place.description)
     pairs: dict[str, set[str]] = {}
     for tokens in name_tokens + [desc_tokens]:
         for word, number in _pairs(tokens):
             pairs.setdefault(word, set()).add(number)
     name = frozenset(t for tokens in name_tokens for t in tokens)
-    return _Terms(name, frozenset(desc_tokens), {k: frozenset(v) for k, v in pairs.items()})
+    kinds = {_head_noun(tokens) for tokens in name_tokens[1:]} - {None}
+    kinds |= set(words(place.kind)) if place.kind else set()
+    near = {t for zone in place.near if zone in (by_id or {})
+            for tokens in _name_tokens(by_id[zone]) for t in tokens if not t.isdigit()}
+    return _Terms(name, frozenset(desc_tokens), {k: frozenset(v) for k, v in pairs.items()},
+                  frozenset(kinds), frozenset(near))
 
 
 class LexicalMatcher:
@@ -95,7 +124,10 @@ class LexicalMatcher:
 
     def __init__(self, places: Sequence[Place], cfg: LexicalConfig):
         self.cfg = cfg
-        self.terms = {p.id: _terms(p) for p in places}
+        by_id = {p.id: p for p in places}
+        self.terms = {p.id: _terms(p, by_id) for p in places}
+        self.kind_words = frozenset(k for t in self.terms.values() for k in t.kinds)
+        self.countable = frozenset(w for t in self.terms.values() for w in t.pairs)
         df: dict[str, int] = {}
         for t in self.terms.values():
             for tok in t.name | t.description:
@@ -122,26 +154,39 @@ class LexicalMatcher:
                 return False
         return True
 
+    def goal_kind(self, goal: ParsedGoal) -> str | None:
+        """The kind of place the goal's head names: its last head word that is a
+        place kind ("the north wall charger" -> dock), else None."""
+        return next((t for t in reversed(goal.head) if t in self.kind_words), None)
+
+    def of_kind(self, kind: str) -> set[str]:
+        """Places of one kind ("dock" -> the docks)."""
+        return {pid for pid, t in self.terms.items() if kind in t.kinds}
+
     def named(self, goal: ParsedGoal) -> set[str]:
         """Places whose name/aliases contain a head word ("dock" -> the docks)."""
         head = {t for t in goal.head if not t.isdigit()}
         return {pid for pid, t in self.terms.items() if head & t.name}
 
+    def credits(self, place_id: str, goal: ParsedGoal) -> list[tuple[float, float]]:
+        """(weight, share explained) of each goal word, head words first."""
+        t, cfg = self.terms[place_id], self.cfg
+        out = []
+        for tok in goal.head:
+            share = 1.0 if tok in t.name else cfg.description_weight if tok in t.description else 0.0
+            out.append((self.weight(tok), share))
+        where = (t.name | t.description) if goal.headless else (t.description | t.near)
+        for tok in goal.modifier:
+            out.append((self.weight(tok) * cfg.modifier_weight, 1.0 if tok in where else 0.0))
+        return out
+
     def score(self, place_id: str, goal: ParsedGoal) -> float:
         """Weighted share of the goal's words this place explains, in [0, 1]."""
-        t, cfg = self.terms[place_id], self.cfg
-        total = got = 0.0
-        for tok in goal.head:
-            w = self.weight(tok)
-            total += w
-            if tok in t.name:
-                got += w
-            elif tok in t.description:
-                got += w * cfg.description_weight
-        where = (t.name | t.description) if goal.headless else t.description
-        for tok in goal.modifier:
-            w = self.weight(tok) * cfg.modifier_weight
-            total += w
-            if tok in where:
-                got += w
-        return got / total if total > 0 else 0.0
+        return share(self.credits(place_id, goal))
+
+
+def share(credits: Sequence[tuple[float, float]], skip: frozenset[int] = frozenset()) -> float:
+    """Weighted share explained, leaving out the word positions in ``skip``."""
+    total = sum(w for i, (w, _) in enumerate(credits) if i not in skip)
+    got = sum(w * s for i, (w, s) in enumerate(credits) if i not in skip)
+    return got / total if total > 0 else 0.0

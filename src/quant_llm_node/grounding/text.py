@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
+
+from .vocab import NUMBER_MARKERS, ORDINALS, SYNONYMS
 
 _ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
-_WORD = re.compile(r"[a-z]+|[0-9]+")
+_WORD = re.compile(r"[0-9]+(?:st|nd|rd|th)\b|[a-z]+|[0-9]+")
+_ORDINAL_DIGITS = re.compile(r"^([0-9]+)(?:st|nd|rd|th)$")
 NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
     "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12,
@@ -47,18 +51,61 @@ def stem(word: str) -> str:
     return word
 
 
-def words(text: str, stopwords: frozenset[str] = frozenset()) -> list[str]:
-    """Normalized words: digits split from letters ("aisle4" -> aisle, 4), number
-    words after a content word become digits ("aisle four" -> aisle, 4), the
-    rest are stemmed. Stop words (given stemmed) stay in the list marked by a
-    leading '~' so callers can keep positions but skip them."""
+@lru_cache(maxsize=1)
+def _synonym_table() -> tuple[dict[tuple[str, ...], tuple[str, ...]], int]:
+    """SYNONYMS keyed by the stems of the phrase; values are raw replacement words."""
+    table = {tuple(stem(w) for w in key.split()): tuple(value.split())
+             for key, value in SYNONYMS.items()}
+    return table, max(len(k) for k in table)
+
+
+def canonical(raw: list[str]) -> list[str]:
+    """Replace synonym phrases (longest first, see vocab.SYNONYMS) by map words."""
+    table, longest = _synonym_table()
     out: list[str] = []
+    i = 0
+    while i < len(raw):
+        for n in range(min(longest, len(raw) - i), 0, -1):
+            key = tuple(stem(w) for w in raw[i:i + n])
+            if key in table:
+                out.extend(table[key])
+                i += n
+                break
+        else:
+            out.append(raw[i])
+            i += 1
+    return out
+
+
+def words(text: str, stopwords: frozenset[str] = frozenset(),
+          countable: frozenset[str] | None = None) -> list[str]:
+    """Normalized words: warehouse synonyms mapped to map words (vocab.SYNONYMS),
+    digits split from letters ("aisle4" -> aisle, 4), ordinals ("second", "2nd")
+    become digits, number words after a content word become digits ("aisle
+    four" -> aisle, 4), "number"/"no" right before a number is dropped, the
+    rest are stemmed. With ``countable`` (words that carry numbers on the map,
+    e.g. aisle, dock), "one" is a number only after one of them: "dock one" is
+    dock 1 but "the narrow one" is a pronoun. Stop words (given stemmed) stay in the list marked by a
+    leading '~' so callers can keep positions but skip them."""
+    raw_words = []
     for raw in _WORD.findall(fold(clean_goal_text(text))):
+        m = _ORDINAL_DIGITS.match(raw)
+        raw_words.append(m.group(1) if m else raw)
+    raw_words = canonical(raw_words)
+    out: list[str] = []
+    for i, raw in enumerate(raw_words):
         if raw.isdigit():
             out.append(str(int(raw)))
             continue
+        if raw in ORDINALS:
+            out.append(str(ORDINALS[raw]))
+            continue
+        nxt = raw_words[i + 1] if i + 1 < len(raw_words) else ""
+        if raw in NUMBER_MARKERS and (nxt.isdigit() or nxt in NUMBER_WORDS) and out:
+            continue
         prev = out[-1] if out else ""
-        if raw in NUMBER_WORDS and prev and not prev.startswith("~") and not prev.isdigit():
+        if (raw in NUMBER_WORDS and prev and not prev.startswith("~") and not prev.isdigit()
+                and (raw != "one" or countable is None or prev in countable)):
             out.append(str(NUMBER_WORDS[raw]))
             continue
         token = stem(raw)
