@@ -40,7 +40,8 @@ def plot(res: dict[str, Any], path: Path) -> None:
              title=f"Kill run ({k['robots'] if k else '-'} robots)")
     for ax in (ax_t, ax_l, ax_k):
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.15), ncol=2, fontsize=8, frameon=False)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.15), ncol=2, fontsize=8, frameon=False)
     fig.suptitle(f"Fleet: {res['meta']['model']}, {res['meta']['cpus']} CPUs, server {res['meta']['server']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
