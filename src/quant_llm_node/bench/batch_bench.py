@@ -3,8 +3,8 @@
 1. Planners: 1 / 4 / 8 concurrent planners (closed loop, threads calling the ROS-free
    NavigationService, every request reaching the model) with batching off (engine.n_parallel 1:
    one request at a time) and on (n_parallel = the largest planner count), beside llama.cpp's
-   own ``llama-server -np N`` (continuous batching, unified KV, prompt cache) serving the same
-   prompts with the same grammar. Throughput, latency p50/p95, lost requests, and how many
+   own ``llama-server -np N`` (continuous batching, one unified KV buffer with each slot's
+   context as long as the node's, prompt cache) serving the same prompts with the same grammar. Throughput, latency p50/p95, lost requests, and how many
    decisions are byte-identical to batching off.
 2. Jump-forward at 1 planner: engine.generate with jump_forward off (step by step: the
    reference), exact (the default: the grammar's forced end is not evaluated) and on (forced
@@ -152,7 +152,8 @@ def server_planners(a, cases, model_path: str, threads: int) -> list[dict]:
     rows = []
     env = dict(os.environ, LD_LIBRARY_PATH=str(a.llama_server.parent))
     for n in a.planners:
-        n_ctx = 2048 + CTX_PER_SEQ * n
+        # a unified KV buffer for the slots, each slot's context as long as the node's
+        n_ctx = cfg.engine.n_ctx * n
         cmd = [str(a.llama_server), "-m", model_path, "-t", str(threads), "-tb", str(threads),
                "-np", str(n), "-c", str(n_ctx), "--kv-unified", "-cb", "-b", "512", "-ub", "512",
                "--host", "127.0.0.1", "--port", str(SERVER_PORT), "--no-webui", "-fa", "off"]
@@ -167,12 +168,15 @@ def server_planners(a, cases, model_path: str, threads: int) -> list[dict]:
                         "grammar": task.grammar, "temperature": 0.0, "cache_prompt": True,
                         "samplers": ["top_k"], "top_k": 1}
                 r = client.post("/completion", json=body)
-                r.raise_for_status()
+                if r.status_code != 200:
+                    return {"content": "", "error": f"HTTP {r.status_code}: {r.text[:200]}"}
                 return r.json()
             ask({"request_id": raws[-1]["request_id"]})  # the prefix into the server's cache
             r = _closed_loop(ask, raws, n, a.per_planner)
             answers = r.pop("_out")
             r["texts"] = {k: v.get("content", "") for k, v in answers.items()}
+            r["errors"] = sum(1 for v in answers.values() if v.get("error"))
+            r["error_samples"] = [v["error"] for v in answers.values() if v.get("error")][:3]
             r["decode_tps_p50"] = percentiles([v["timings"]["predicted_per_second"] for v in answers.values()
                                                if v.get("timings")], (50,))["p50"]
             r["np"] = n
@@ -272,8 +276,8 @@ def markdown(res: dict) -> str:
              f"{m['loadavg_end']} · {m['duration_s']:.0f} s", ""]
     if res.get("planners"):
         lines += ["## Concurrent planners (closed loop; same prompts, same grammar)", "",
-                  "| path | planners | sent | lost | req/s | vs batching off | p50 ms | p95 ms | decode tok/s p50 (per request) | identical to off | load |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| path | planners | sent | lost | errors | req/s | vs batching off | p50 ms | p95 ms | decode tok/s p50 (per request) | identical to off | load |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         off = {r["planners"]: r for r in res["planners"].get("off", [])}
         for name, rows in res["planners"].items():
             for r in rows:
@@ -282,7 +286,7 @@ def markdown(res: dict) -> str:
                 label = {"off": "node, batching off (n_parallel 1)",
                          "on": f"node, batching on (n_parallel {r.get('n_parallel', '')})",
                          "server": f"llama-server -np {r.get('np', '')}"}[name]
-                lines.append(f"| {label} | {r['planners']} | {r['sent']} | {r['lost']} | {r['req_per_s']:.3f} | "
+                lines.append(f"| {label} | {r['planners']} | {r['sent']} | {r['lost']} | {r.get('errors', 0)} | {r['req_per_s']:.3f} | "
                              f"{ratio:.2f}× | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r.get('decode_tps_p50', float('nan')):.1f} | "
                              f"{r.get('identical_to_off', '')} | "
                              f"{r['loadavg'][0]:.1f} |")
@@ -327,7 +331,10 @@ def run(a) -> dict:
     if "planners" not in a.skip:
         res["planners"] = {"off": node_planners(a, cases, 1), "on": node_planners(a, cases, max(a.planners))}
         if a.llama_server is not None and "server" not in a.skip:
-            res["planners"]["server"] = server_planners(a, cases, model_path, threads)
+            try:
+                res["planners"]["server"] = server_planners(a, cases, model_path, threads)
+            except Exception as exc:  # noqa: BLE001 — the node's figures still get reported
+                res["server_error"] = repr(exc)
         for name, rows in res["planners"].items():
             if name != "off":
                 _identical(rows, res["planners"]["off"])

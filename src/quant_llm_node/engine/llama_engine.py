@@ -1,6 +1,8 @@
 """llama.cpp engine: loads a GGUF model and generates with timings.
 
-Not thread-safe (neither is ``Llama``): exactly one worker thread calls it.
+Not thread-safe (neither is ``Llama``): one worker at a time calls it. Every computation (load,
+prompt evaluation, decode steps, generations) runs on the process's one llama.cpp compute
+thread (engine/compute_thread.py: one OpenMP team, whichever thread asks).
 The prompt's longest common token prefix with the previous call stays in the
 KV cache, so a static prompt prefix is evaluated once and reused.
 
@@ -48,6 +50,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 
+from quant_llm_node.engine.compute_thread import computes
 from quant_llm_node.engine.gguf_file import GGUFInfo, verify_model_file
 from quant_llm_node.errors import CodedError
 from quant_llm_node.engine.kv_types import KV_CACHE_TYPES
@@ -240,6 +243,7 @@ class LlamaEngine:
         self._bytes_table: Optional[list[int]] = None
 
     # ---- lifecycle -------------------------------------------------------------------------
+    @computes
     def load(self, verify_checksum: bool = True, info: GGUFInfo | None = None) -> EngineReport:
         """Check the file (unless ``info`` says it was checked already, e.g. before a memory
         budget check), then load it. Raises ModelFileError or EngineError."""
@@ -294,6 +298,7 @@ class LlamaEngine:
         )
         return self.report
 
+    @computes
     def close(self) -> None:
         """Free the model and its context."""
         if self._batch is not None:
@@ -448,6 +453,7 @@ class LlamaEngine:
         llm.n_tokens = common
         return common, list(tokens[common:])
 
+    @computes
     def eval(self, tokens: Sequence[int]) -> None:
         """Evaluate ``tokens`` after the cached ones, in chunks of n_batch (the prompt path);
         logits for the last one."""
@@ -457,6 +463,7 @@ class LlamaEngine:
         for i in range(0, len(tokens), cap):
             self.decode(tokens[i:i + cap], False)
 
+    @computes
     def decode(self, tokens: Sequence[int], all_logits: bool = False) -> None:
         """Evaluate ``tokens`` (at most n_batch) after the cached ones in ONE llama_decode;
         logits for every row when ``all_logits``, else for the last. Raises EngineError."""
@@ -489,6 +496,7 @@ class LlamaEngine:
         self._require()
         llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), seq, -1, -1)
 
+    @computes
     def decode_batch(self, batch) -> None:
         """One ``llama_decode`` of a filled multi-sequence ``llama_batch`` (batch_decode.py);
         sequence 0's bookkeeping is not touched. Raises EngineError."""
@@ -550,6 +558,7 @@ class LlamaEngine:
         self._require()
         return sampler.fork(self._ctx, self._n_vocab, self.logits)
 
+    @computes
     def warm(self, prefix: str) -> float:
         """Evaluate a prompt prefix into the KV cache; returns milliseconds spent."""
         tokens = self.tokenize(prefix)
@@ -560,6 +569,7 @@ class LlamaEngine:
         return (time.perf_counter() - t0) * 1e3
 
     # ---- generation ------------------------------------------------------------------------
+    @computes
     def generate(self, prompt: str, max_tokens: int, grammar: str | None = None,
                  temperature: float = 0.0,
                  should_stop: Callable[[str], bool] | None = None,

@@ -16,6 +16,7 @@ import time
 from collections import deque
 from typing import Callable, Optional
 
+from quant_llm_node.engine import compute_thread
 from quant_llm_node.engine.batch_decode import BatchDecoder, SeqRequest
 from quant_llm_node.engine.llama_engine import FINISH_INTERRUPTED, EngineError, GenerationResult, LlamaEngine
 
@@ -97,7 +98,7 @@ class BatchLoop:
                             self._cv.wait(0.005)  # nothing fits yet (cannot last: nothing runs)
                     continue
                 try:
-                    ended = d.step()
+                    ended = compute_thread.run(d.step)  # sampling and callbacks there too
                 except EngineError as exc:
                     log.error("batched decode failed: %s", exc)
                     for seq in d.abort():
