@@ -139,14 +139,14 @@ def speculative(engine: LlamaEngine, prompts: Prompts, cfg: Config, n: int,
 
 
 def on_worker_thread(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` on a worker thread, as the node's scheduler runs the engine, and return its
+    """Run ``fn`` on a worker thread, as the node's scheduler calls the engine, and return its
     result (or raise its exception).
 
     llama.cpp's CPU backend uses OpenMP (libgomp): every calling thread gets its own team, and
-    libgomp spins less once it manages more threads than there are CPUs. The node loads and
-    warms on an executor thread and generates on its worker thread (two teams); measured on a
-    loaded 2-core host, one team decoded up to 10x slower (OMP_WAIT_POLICY=passive also fixed
-    it). The baseline therefore generates the way the node does.
+    libgomp spins less once it manages more threads than there are CPUs, which cost the node
+    ~40% of its decode rate when it loaded on one thread and generated on another. The engine
+    now runs every computation on one compute thread (engine/compute_thread.py) whichever
+    thread asks, so this path and a direct call measure the same thing.
     """
     box: dict[str, Any] = {}
 
