@@ -121,7 +121,7 @@ class BatchDecoder:
             return None
         tokens = e.tokenize(req.prompt)
         max_tokens = min(req.max_tokens, context_room(len(tokens), e.n_ctx, req.min_room))
-        cached = _common_prefix(e.cached_tokens(), tokens)
+        cached = e.cached_prefix(tokens)
         need = len(tokens) - cached + max_tokens
         free = self.free_cells()
         if need > free:
@@ -255,12 +255,3 @@ class BatchDecoder:
             self._llama_batch_free(self._batch)
             self._batch = None
 
-
-def _common_prefix(cached: list[int], tokens: list[int]) -> int:
-    """Tokens of ``tokens`` that sequence 0 holds (at most all but the last, which must be
-    evaluated for logits)."""
-    n = min(len(cached), len(tokens) - 1)
-    i = 0
-    while i < n and cached[i] == tokens[i]:
-        i += 1
-    return i

@@ -13,7 +13,7 @@ through ``Llama`` itself:
 
 - tokens: ``tokenize``, ``token_bytes``, ``detokenize``, ``is_eog``, ``eog_token``,
   ``byte_tokens``, ``same_vocab``, ``n_vocab``, ``n_ctx``;
-- KV cache: ``prepare`` (prefix reuse), ``eval`` (a prompt, in n_batch chunks), ``decode``
+- KV cache: ``cached_prefix``, ``prepare`` (prefix reuse), ``eval`` (a prompt, in n_batch chunks), ``decode``
   (one batched ``llama_decode``, logits for every row on request), ``truncate`` (roll back),
   ``n_tokens``, ``cached_tokens``, ``kv_pos_max``, ``reset_cache``, ``batch_capacity``;
 - outputs: ``logits(row)`` (a cached numpy view of an output row), ``sampler(grammar, ...)``,
@@ -437,15 +437,22 @@ class LlamaEngine:
         llm.reset()
         llm._ctx.kv_cache_seq_rm(-1, 0, -1)
 
-    def prepare(self, tokens: Sequence[int]) -> tuple[int, list[int]]:
-        """Keep the KV of the longest common prefix with ``tokens`` (at most all but the
-        last, so that evaluating the rest yields logits); returns (cached, tokens to evaluate)."""
+    def cached_prefix(self, tokens: Sequence[int]) -> int:
+        """How many leading ``tokens`` sequence 0 holds in the KV cache (at most all but the
+        last, which must be evaluated for logits)."""
         llm = self._require()
         n = min(llm.n_tokens, len(tokens) - 1)
         prev = llm.input_ids
         common = 0
         while common < n and prev[common] == tokens[common]:
             common += 1
+        return common
+
+    def prepare(self, tokens: Sequence[int]) -> tuple[int, list[int]]:
+        """Keep the KV of the longest common prefix with ``tokens`` (at most all but the
+        last, so that evaluating the rest yields logits); returns (cached, tokens to evaluate)."""
+        llm = self._require()
+        common = self.cached_prefix(tokens)
         if common == 0 or not llm._ctx.kv_cache_seq_rm(-1, common, -1):
             llm.reset()
             llm._ctx.kv_cache_seq_rm(-1, 0, -1)

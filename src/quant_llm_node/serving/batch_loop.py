@@ -48,7 +48,6 @@ class BatchLoop:
         self._cv = threading.Condition()
         self._waiting: deque[_Ticket] = deque()
         self._closed = False
-        self.steps = 0
         self._thread = threading.Thread(target=self._run, name="qln-batch", daemon=True)
         self._thread.start()
 
@@ -105,7 +104,6 @@ class BatchLoop:
                         seq.ticket.answer(error=exc)
                     self.engine.reset_cache()  # sequence 0's prefix is evaluated again next time
                     continue
-                self.steps += 1
                 now = time.perf_counter()
                 for seq in ended:
                     seq.ticket.answer(seq.result(now))
