@@ -67,3 +67,26 @@ def test_negation_only_counts_just_before_the_term_in_the_same_clause():
     assert scan("Nothing here, but smoke is coming from the left.")  # other clause
     assert scan("Don't worry about the spilled oil.")                # disregard is no negation
     assert scan("Not sure, I think a pallet has fallen over there.")  # negation too far back
+
+
+@pytest.mark.parametrize("text", [
+    "Follow the evacuation route signs; the aisle is empty.",
+    "An evacuation drill is planned for next week.",
+    "In case of fire, use exit B. The lane is clear.",
+    "The smoke detector test finished an hour ago.",
+    "The spill kit was restocked at the end of the aisle.",
+])
+def test_names_of_safety_things_and_conditionals_are_no_hazard(text):
+    assert scan(text) == [], text
+
+
+@pytest.mark.parametrize("text", [
+    "The smoke detector went off above aisle 3.",
+    "Smoke alarm going off in the packing area.",
+    "There is smoke near the smoke detector.",
+    "Evacuate the building now.",
+    "A spill next to the spill kit, oil everywhere.",
+    "In case of fire use exit B: there is a fire at exit A.",
+])
+def test_an_active_hazard_beside_those_names_still_counts(text):
+    assert severity(scan(text)) == HALT, (text, scan(text))

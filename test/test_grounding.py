@@ -103,11 +103,17 @@ def test_aisle_4_never_grounds_to_aisle_7(index, goal):
     assert "aisle_7" not in [pid for pid, _ in result.candidates]
 
 
-@pytest.mark.parametrize("goal", ["aisle 9", "dock 3", "loading bay 3",
-                                  "the charging dock near aisle 7", "charging dock 2 near aisle 4"])
+@pytest.mark.parametrize("goal", ["aisle 9", "dock 3", "loading bay 3", "the charging dock near aisle 9",
+                                  "charging dock 2 near aisle 4", "charging dock 7"])
 def test_numbers_nobody_has_are_unknown(index, goal):
     result = index.ground(goal)
     assert result.status == "unknown" and result.place_id is None
+
+
+def test_a_modifier_number_may_name_a_near_zone(index):
+    """The map puts charging dock 2 next to aisle 7 (its ``near`` zones): that is the dock near aisle 7."""
+    result = index.ground("the charging dock near aisle 7")
+    assert (result.status, result.place_id) == ("ok", "dock_2"), result
 
 
 @pytest.mark.parametrize("goal,tied", [
@@ -258,7 +264,7 @@ def _score_probe(index, probes):
 
 
 def test_grounding_dev_probes(index):
-    """bench/data/corpus/grounding_dev.yaml: never a wrong place; top-1 floor (57/62 reached)."""
+    """bench/data/corpus/grounding_dev.yaml: never a wrong place; top-1 floor (115/122 reached)."""
     import yaml
 
     probes = yaml.safe_load((ROOT / "bench" / "data" / "corpus" / "grounding_dev.yaml")
@@ -266,7 +272,7 @@ def test_grounding_dev_probes(index):
     assert len(probes) >= 40
     tally = _score_probe(index, probes)
     assert tally["wrong"] == []
-    assert tally["correct"] / len(probes) >= 0.88, tally["miss"]
+    assert tally["correct"] / len(probes) >= 0.92, tally["miss"]
 
 
 def test_dev_corpus_goals_ground(index):

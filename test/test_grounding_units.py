@@ -182,11 +182,16 @@ def test_place_kinds_come_from_names_and_the_kind_field(map_places):
     assert m.goal_kind(goal) == "dock"
 
 
-def test_near_zones_lend_their_name_words_but_not_numbers(map_places):
+def test_near_zones_lend_their_names_to_the_modifier_only(map_places):
     m = LexicalMatcher(map_places, LexicalConfig())
     goal = parse_goal("charger by the trucks", LexicalConfig())
     assert m.score("dock_2", goal) > m.score("dock_1", goal)
-    assert "7" not in m.terms["dock_2"].near
+    by_aisle_3 = parse_goal("the charging station by aisle 3", LexicalConfig())   # dock_1 is near aisle 3
+    assert m.compatible("dock_1", by_aisle_3) and not m.compatible("dock_2", by_aisle_3)
+    by_aisle_7 = parse_goal("charger next to aisle 7", LexicalConfig())
+    assert m.compatible("dock_2", by_aisle_7) and not m.compatible("dock_1", by_aisle_7)
+    # a head number is the place's own: dock_2 is near aisle 7, it is not "charging dock 7"
+    assert not m.compatible("dock_2", parse_goal("charging dock 7", LexicalConfig()))
 
 
 @pytest.mark.parametrize("goal,expected", [
@@ -198,6 +203,9 @@ def test_near_zones_lend_their_name_words_but_not_numbers(map_places):
     ("the fridge aisle", "aisle_4"), ("the shipping area", "loading_bay"),
     ("the narrow one with tall racks", "aisle_3"),
     ("the dock closest to the forklift aisle", "dock_2"),  # "closest" is a relation word
+    ("the charging station by aisle 3", "dock_1"),  # near zones lend numbers to the modifier
+    ("the shipping dock", "loading_bay"), ("the dock doors", "loading_bay"),  # dock as in loading dock
+    ("the broad aisle", "aisle_7"), ("goods out", "loading_bay"),
 ])
 def test_lexical_mechanisms_ground(lexical_index, goal, expected):
     result = lexical_index.ground(goal)

@@ -10,8 +10,9 @@ word) of its name and aliases ("charging dock 1" -> dock, "goods lift" ->
 elevator after synonyms), generic nouns such as "area" excepted. When the
 goal's head names a kind ("the charger by the trucks": dock), only places of
 that kind are candidates: a place of another kind cannot win on modifier words
-alone. A place's ``near`` zones lend their name words to its modifier matching
-("by the trucks" fits the dock near the truck bay); numbers are never lent.
+alone. A place's ``near`` zones lend their name words, numbers included, to its
+modifier matching only ("by the trucks" and "by aisle 3" fit the dock near the
+truck bay and aisle 3); a head number must be the place's own.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class _Terms:
     description: frozenset[str]
     pairs: dict                   # word -> numbers it carries in this place
     kinds: frozenset[str] = frozenset()   # head nouns of name/aliases, and ``kind``
-    near: frozenset[str] = frozenset()    # name words (no numbers) of its ``near`` zones
+    near: frozenset[str] = frozenset()    # name words of its ``near`` zones
+    near_pairs: dict | None = None        # word -> numbers its ``near`` zones carry
 
 
 _GENERIC = frozenset(stem(w) for w in GENERIC_PLACE_WORDS)
@@ -113,10 +115,15 @@ def _terms(place: Place, by_id: dict | None = None) -> _Terms:
     name = frozenset(t for tokens in name_tokens for t in tokens)
     kinds = {_head_noun(tokens) for tokens in name_tokens[1:]} - {None}
     kinds |= set(words(place.kind)) if place.kind else set()
-    near = {t for zone in place.near if zone in (by_id or {})
-            for tokens in _name_tokens(by_id[zone]) for t in tokens if not t.isdigit()}
+    zones = [by_id[z] for z in place.near if z in (by_id or {})]
+    near = {t for zone in zones for tokens in _name_tokens(zone) for t in tokens}
+    near_pairs: dict[str, set[str]] = {}
+    for zone in zones:
+        for tokens in _name_tokens(zone):
+            for word, number in _pairs(tokens):
+                near_pairs.setdefault(word, set()).add(number)
     return _Terms(name, frozenset(desc_tokens), {k: frozenset(v) for k, v in pairs.items()},
-                  frozenset(kinds), frozenset(near))
+                  frozenset(kinds), frozenset(near), {k: frozenset(v) for k, v in near_pairs.items()})
 
 
 class LexicalMatcher:
@@ -141,16 +148,18 @@ class LexicalMatcher:
 
     def compatible(self, place_id: str, goal: ParsedGoal) -> bool:
         """Number discipline: every goal number appears in the place (head numbers
-        in its name, modifier numbers in name or description), and no "word N"
-        of the goal contradicts a "word M" of the place."""
+        in its name, modifier numbers in its name, description or ``near`` zones),
+        and no "word N" of the goal contradicts a "word M" of the place (a modifier's
+        "aisle 3" agrees with a ``near`` zone aisle 3)."""
         t = self.terms[place_id]
         if not goal.head_numbers <= t.name:
             return False
-        if not goal.modifier_numbers <= (t.name | t.description):
+        if not goal.modifier_numbers <= (t.name | t.description | t.near):
             return False
+        near_pairs = t.near_pairs or {}
         for word, number in goal.pairs:
             carried = t.pairs.get(word)
-            if carried and number not in carried:
+            if carried and number not in carried and number not in near_pairs.get(word, ()):
                 return False
         return True
 

@@ -8,7 +8,9 @@ makes one less cautious, whatever the text says.
 
 Vocabulary is generic safety vocabulary grouped by hazard class, in English, German, Spanish,
 French and Chinese. A term does not count when a negation comes just before it in the same
-clause ("no smoke", "kein Hindernis", "没有障碍物"), or when the clause says the hazard is over
+clause ("no smoke", "kein Hindernis", "没有障碍物") or a conditional does ("in case of fire"),
+when it is part of the name of a thing that is no hazard ("fire extinguisher", "spill kit",
+"smoke detector", "evacuation route"), or when the clause says the hazard is over
 ("the spill was cleaned up"), unless the clause also tells the reader to disregard something
 ("ignore the smoke") — an instruction to look away is not evidence that the way is clear.
 """
@@ -23,6 +25,10 @@ CAUTION = "caution"  # at most slow_down
 
 _W = r"(?<![\w])"     # word start for Latin scripts (\b is not enough next to accents)
 _E = r"(?![\w])"
+
+
+# "evacuation route", "evacuation drill": things named after a hazard, not the hazard
+_NOT_A_HAZARD_NOUN = r"(?! (?:drills?|routes?|plans?|maps?|signs?|exercises?|points?|procedures?))"
 
 
 def _words(*alts: str) -> str:
@@ -69,7 +75,7 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
     ("fallen_goods", HALT, r"(?:掉落|掉下|掉了|倒塌|坍塌|散落|翻倒|倒下|砸落|滑落|碎玻璃|翻了|倒了)"),
     # liquids on the floor
     ("spill", HALT, _words(
-        "spill", "spills", "spilled", "spilt", "spillage", "leak", "leaks", "leaking", "leaked",
+        r"spill(?! (?:kits?|trays?|pallets?|response|drills?))", "spills", "spilled", "spilt", "spillage", "leak", "leaks", "leaking", "leaked",
         "puddle", "puddles", "pool of", "pooling", "oil", "grease", "fuel", "diesel",
         "coolant", "slick", r"hydraulic (?:fluid|oil)", r"(?:battery )?acid", "sludge",
         r"liquid (?:on|across|all over)",
@@ -92,17 +98,18 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
     ("wet_floor", CAUTION, r"(?:积水|湿滑|地面湿|地滑|很滑|漏水)"),
     # fire, smoke, alarms
     ("fire_smoke", HALT, _words(
-        "smoke", "smoking", "smoky", r"smould\w*", r"smold\w*", "burning", "burnt", "flames?",
+        r"smoke(?! (?:detectors?|sensors?|doors?|curtains?|alarm tests?|tests?))", "smoking", "smoky", r"smould\w*", r"smold\w*", "burning", "burnt", "flames?",
         "on fire", r"fire(?! (?:exits?|doors?|extinguishers?|drills?|escapes?|lanes?|routes?|marshals?|"
                    r"shutters?|safety|hose|hydrant|blanket))",
-        "sparks?", "sparking", "explosion", "fumes", r"evacuat\w*", "overheating", r"scorch\w*",
-        r"(?:alarm|siren)s?\b.{0,20}\b(?:sounding|going off|ringing|blaring|wailing)",
+        "sparks?", "sparking", "explosion", "fumes", r"evacuat\w*" + _NOT_A_HAZARD_NOUN,
+        "overheating", r"scorch\w*",
+        r"(?:alarm|siren|detector)s?\b.{0,20}\b(?:sounding|going off|went off|goes off|ringing|blaring|wailing|triggered)",
         # de
         "rauch", "qualm", "brandgeruch", "brennt", r"feuer(?!(?:löscher|tür|schutz|wehr))", "flammen", "funken",
         "funkenflug", "verbrannt", "schwelbrand", "feueralarm", "brandalarm", r"evakuier\w*", r"überhitz\w*",
         # es
         "humo", "fuego", "incendio", "llamas?", "chispas?", "quemado", "ardiendo", "arde",
-        r"alarma de incendios?", r"evacua\w*", r"sobrecalentad[oa]s?",
+        r"alarma de incendios?", r"evacua\w*" + _NOT_A_HAZARD_NOUN, r"sobrecalentad[oa]s?",
         # fr
         "fumée", r"(?<!coupe-)feu(?! (?:vert|rouge|orange|de signalisation))", "incendie", "flammes?",
         "étincelles?", "brûle", "odeur de brûlé", "alarme incendie", r"évacu\w*", "surchauffe",
@@ -221,6 +228,9 @@ kein keine keinen keiner keinem keines nicht ohne niemand nichts weder
 sin ningún ninguna ninguno nada nadie ni tampoco
 pas aucun aucune sans rien jamais ni
 """.split())
+# procedure and sign wording: "in case of fire", "im Brandfall" is a word of its own
+_HYPOTHETICAL = re.compile(r"(?:\bin (?:the )?case of|\bin the event of|\ben cas d'|\ben cas de|\ben caso de|"
+                           r"\bim fall(?:e)? (?:von|eines|einer)|如果|万一)\s*(?:an? |the |un |une |la |le |el )?$")
 _CJK_NEGATION = re.compile(r"(?:没有|没|无|不|未|别|并无)[^，。；！？,.;!?]{0,3}$")
 # the hazard is over (anywhere in the clause)
 _RESOLVED = (_words(
@@ -258,8 +268,9 @@ def normalise(text: str) -> str:
 
 
 def _negated(before: str) -> bool:
-    """A negation among the last three words (or CJK characters) before a term."""
-    if _CJK_NEGATION.search(before):
+    """A negation among the last three words (or CJK characters) before a term, or a
+    conditional that names no present hazard ("in case of fire, use exit B")."""
+    if _CJK_NEGATION.search(before) or _HYPOTHETICAL.search(before):
         return True
     tokens = _TOKEN.findall(before)[-3:]
     return any(t in _NEGATORS or t.endswith("n't") or t.startswith("n'") for t in tokens)
