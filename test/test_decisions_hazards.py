@@ -90,3 +90,50 @@ def test_names_of_safety_things_and_conditionals_are_no_hazard(text):
 ])
 def test_an_active_hazard_beside_those_names_still_counts(text):
     assert severity(scan(text)) == HALT, (text, scan(text))
+
+
+# A second batch, written later in fresh wording (plurals, words between the thing and what it
+# does, states of a person rather than "lying"): the composed patterns (goods + a falling verb,
+# a liquid + where it goes) and the added person, heat, barrier, approach and blockage wording.
+FRESH_HAZARDS = {
+ "fallen": ["Pallets slid into the lane in front of me.", "Boxes slid off the pallet onto the floor.",
+   "A shelf upright gave way.", "A rack beam gave way and the load came down.", "Cartons tumbled onto the floor ahead.",
+   "The load shifted and dropped onto the aisle.", "Stacked crates came down across the lane.",
+   "Bags of flour burst open across the floor.", "A roll cage tipped over in the aisle.",
+   "A box dropped from the mezzanine onto my path.", "Totes are all over the floor after a stack fell.",
+   "The top layer of the pallet slid off.", "Crates slipped off the forks and are lying in the aisle.",
+   "Kartons sind vom Regal gerutscht.", "Las cajas se deslizaron al pasillo."],
+ "spill": ["Hydraulic fluid is spreading across the floor.", "Paint spilled across the lane.",
+   "A bottle of cleaner broke, liquid everywhere.", "Water is pouring from a burst pipe onto the floor.",
+   "Glue is running across the aisle.", "There's a slick of grease ahead."],
+ "fire": ["Flames are coming from the charger.", "I smell something burning.", "The charger is glowing red hot.",
+   "A battery pack is swelling and hissing.", "Sparks flying from the cable.", "The fire alarm went off."],
+ "down": ["A man is on the floor holding his leg.", "Someone slipped and can't get up.",
+   "A worker is sitting on the floor clutching his arm.", "A picker fell off the ladder.",
+   "A colleague is on the ground and groaning."],
+ "closing": ["The fast door has started coming down.", "The shutter is dropping.", "The gate is swinging closed.",
+   "The roller door is going down.", "The barrier arm is lowering in front of me."],
+ "approach": ["A tugger is reversing out of the bay.", "An AMR is coming head-on.", "A forklift is driving straight at me.",
+   "A loose cart is rolling toward me.", "Another robot is heading my way in this single lane.",
+   "A truck is backing into the bay behind me."],
+ "blocked": ["A pallet was left in the middle of the aisle.", "The aisle is full of boxes.", "A ladder stands in the aisle ahead.",
+   "A hand truck is parked across the lane.", "Cones and tape close off the aisle."],
+}
+FRESH_CLEAR = ["Pallets are stacked neatly in their bays.", "Totes dropped off at the packing station.", "The shelves were restocked this morning.",
+  "Water bottles are on the top shelf.", "The drinks aisle has juice and milk on the racks.", "There are people on the floor today, working at the tables far away.",
+  "Night shift, the whole hall is empty.", "Boxes are placed in the aisle racks as planned.", "The gate is open and stays open.",
+  "A forklift is parked at its charger, engine off.", "The paint on the lane markings is fresh and dry.",
+  "The last pallet of the order was loaded onto the truck.", "Stock levels are fine; cases are on the shelves.",
+  "The battery is at 60 % and the charger works.", "I am heading to the lift, nobody on the way.", "The cleaner finished the round, floor is dry.",
+  "A picker is in the next aisle over, 12 m away.", "Lane markings were repainted last week.", "The door at the end of the aisle is open.",
+  "Crates are lined up along the wall, clear of the lane.", "A wrapped pallet is parked in its marked bay to my right."]
+
+
+@pytest.mark.parametrize("text", [t for ts in FRESH_HAZARDS.values() for t in ts])
+def test_fresh_wording_of_hazards_halts(text):
+    assert severity(scan(text)) == HALT, (text, scan(text))
+
+
+@pytest.mark.parametrize("text", FRESH_CLEAR)
+def test_fresh_wording_of_clear_reports_raises_nothing(text):
+    assert scan(text) == [], (text, scan(text))

@@ -229,3 +229,21 @@ def test_decode_bench_compares_the_modes_on_the_nodes_path(engine, tmp_path):
     assert r["exact"]["steps_saved_per_decision"] >= 1
     assert r["on"]["steps_saved_per_decision"] >= 8 and r["on"]["forced_acceptance"] >= 0.8
     assert r["on"]["identical"] + len(r["on"]["mismatches"]) == 2
+
+
+def test_corpus_bench_compares_every_mode_with_step_by_step(engine, task, tmp_path):
+    """`quant-llm-bench jump`'s per-file run on a few public scenarios: every mode is compared
+    with off, and the figures come from the runs (identical counts, fewer llama_decode calls)."""
+    from pathlib import Path
+
+    from quant_llm_node.bench import jump_bench
+    from quant_llm_node.config import Config
+    scenarios = Path(__file__).resolve().parent / "data" / "scenarios.yaml"
+    res = jump_bench.run_file(engine, Config(), task, scenarios, ["exact", "on"], 2)
+    assert res.n == 2 and set(res.modes) == {"off", "exact", "on"} and not res.held_out
+    assert res.modes["off"]["identical"] == 2
+    assert res.modes["exact"]["identical"] == 2                    # exact is byte-identical by design
+    assert res.modes["on"]["decode_calls"] < res.modes["off"]["decode_calls"]
+    md = jump_bench.markdown({"model": "m", "time": "t", "cpu": "c", "threads": 1, "loadavg_start": [0],
+                              "loadavg_end": [0], "duration_s": 1.0}, [res])
+    assert "| scenarios.yaml | on | 2 |" in md

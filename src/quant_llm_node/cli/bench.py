@@ -4,6 +4,7 @@
   serve    serving benchmark (when quant_llm_node.bench.serve.run is installed)
   fleet    N robot nodes against one site server vs local-only (quant_llm_node.bench.fleet.run)
   batch    the decision path: batching off/on vs llama-server -np, jump-forward, grammar vs free
+  jump     jump-forward against step-by-step decoding on every scenario of the corpus
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from quant_llm_node.bench.ladder.runner import LadderOptions, run_ladder
 SERVE_MODULE = "quant_llm_node.bench.serve.run"
 FLEET_MODULE = "quant_llm_node.bench.fleet.run"
 BATCH_MODULE = "quant_llm_node.bench.batch_bench"
+JUMP_MODULE = "quant_llm_node.bench.jump_bench"
 QUICK = dict(variants=list(ladder.QUICK_VARIANTS), runs=1, warmup=0, max_tokens=16, prompt_tokens=64,
              max_scenarios=3, quality_chunks=1)
 
@@ -102,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         return importlib.import_module(FLEET_MODULE).main(argv[1:]) or 0
     if argv[:1] == ["batch"]:
         return importlib.import_module(BATCH_MODULE).main(argv[1:]) or 0
+    if argv[:1] == ["jump"]:
+        return importlib.import_module(JUMP_MODULE).main(argv[1:]) or 0
     parser = argparse.ArgumentParser(prog="quant-llm-bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -111,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     if _available(FLEET_MODULE):
         sub.add_parser("fleet", help="fleet benchmark (see quant-llm-bench fleet --help)", add_help=False)
     sub.add_parser("batch", help="decision-path speed benchmark (see quant-llm-bench batch --help)",
+                   add_help=False)
+    sub.add_parser("jump", help="jump-forward identity on the corpus (see quant-llm-bench jump --help)",
                    add_help=False)
     args = parser.parse_args(argv)
     if args.cmd == "ladder":

@@ -27,6 +27,18 @@ _W = r"(?<![\w])"     # word start for Latin scripts (\b is not enough next to a
 _E = r"(?![\w])"
 
 
+# goods that can fall, and what falling goods do (composed: a thing and a verb in one clause)
+_GOODS = (r"(?:pallets?|box(?:es)?|cartons?|crates?|totes?|bags?|sacks?|loads?|stacks?|shel(?:f|ves|ving)|racks?|"
+          r"racking|beams?|uprights?|(?:roll )?cages?|goods|stock|items?|parcels?|packages?|tins?|bottles?|"
+          r"drums?|barrels?|kegs?|bundles?|cases|layers?|merchandise|products?)")
+_FALLING = (r"(?:fell|falls?|falling|fallen|slid|slides?|sliding|slipped|slipping|tumbled?|tumbling|toppled?|"
+            r"toppling|dropped(?! off)|dropping(?! off)|came down|coming down|gave way|giving way|collaps\w+|burst|"
+            r"tipped|tipping|crashed|caved in|buckled?|buckling|spilled|spilt)")
+# liquids, and what a liquid on the floor does
+_LIQUID = (r"(?:water|liquid|fluids?|paint|glue|chemicals?|cleaner|detergent|bleach|milk|juice|syrup|beer|"
+           r"wine|soda|honey|sauce|resin|solvent|ink)")
+_FLOWING = (r"(?:everywhere|all over|on the floor|across the (?:floor|aisle|lane|path|way)|pouring|running (?:across|"
+            r"down|over|onto|along)|spreading|dripping|pooling|gushing|seeping|flowing|splashed|covering)")
 # "evacuation route", "evacuation drill": things named after a hazard, not the hazard
 _NOT_A_HAZARD_NOUN = r"(?! (?:drills?|routes?|plans?|maps?|signs?|exercises?|points?|procedures?))"
 
@@ -45,6 +57,10 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
         "worker down", r"tripped (?:and fell|over)", "hurt", "not moving", "not responding",
         "keeled over", "sprawled", "trapped", "pinned", "needs help", "medical emergency",
         "first aid", "ambulance", r"on the (?:floor|ground) (?:and|not) (?:moving|breathing|responding)",
+        r"(?:can't|cannot|can not|unable to|couldn't) (?:get up|stand up|stand|move)",
+        r"(?:holding|clutching|grabbing) (?:his|her|their|a|the) (?:leg|arm|head|back|knee|ankle|foot|hand|side|chest|wrist)",
+        "groaning", "moaning", "in pain", r"(?:took|had) a (?:bad )?fall", r"slipped (?:and fell|over)",
+        r"(?:sitting|kneeling|curled up|rolling|writhing) on the (?:floor|ground)",
         # de
         r"(?:liegt|liegen)\b.{0,30}\b(?:boden|reglos|bewusstlos)", "bewusstlos", "ohnmächtig",
         "zusammengebrochen", "verletzt", "gestürzt", "regungslos", "reglos", "verunglückt",
@@ -63,14 +79,16 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
         "collapsed", "collapsing", "scattered", "strewn", "spilled out", "slid off", "caved in",
         "debris", "broken glass", "shattered", "overturned", "upended", "rubble", r"crashed (?:down|off)",
         r"(?:load|pallet|stack|shelf|shelving|rack|racking) (?:fell|came down|gave way|slid|shifted)", r"dropped\b.{0,20}\b(?:floor|ground|lane|aisle|path|way)",
+        _GOODS + r"\b.{0,40}\b" + _FALLING,
         # de
         "gefallen", "umgefallen", "heruntergefallen", "runtergefallen", "herabgefallen", "umgestürzt",
-        "umgekippt", "eingestürzt", "verstreut", "trümmer", "scherben", "umgestoßen",
+        "umgekippt", "eingestürzt", "verstreut", "trümmer", "scherben", "umgestoßen", r"(?:herunter|ab)?gerutscht",
         # es
         r"caíd[oa]s?", "cayeron", "cayó", r"volcad[oa]s?", r"derrumbad[oa]s?", r"esparcid[oa]s?",
         r"desparramad[oa]s?", "escombros", r"vidrios? rotos?", "derrumbe", r"se volcó", "volcó",
+        r"se (?:deslizaron|deslizó|resbalaron|resbaló)",
         # fr
-        r"tombée?s?", r"effondrée?s?", r"éparpillée?s?", r"dispersée?s?", "débris", r"éboulée?s?",
+        r"tombée?s?", r"effondrée?s?", r"éparpillée?s?", r"(?:ont|a) glissé", r"dispersée?s?", "débris", r"éboulée?s?",
     )),
     ("fallen_goods", HALT, r"(?:掉落|掉下|掉了|倒塌|坍塌|散落|翻倒|倒下|砸落|滑落|碎玻璃|翻了|倒了)"),
     # liquids on the floor
@@ -78,7 +96,7 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
         r"spill(?! (?:kits?|trays?|pallets?|response|drills?))", "spills", "spilled", "spilt", "spillage", "leak", "leaks", "leaking", "leaked",
         "puddle", "puddles", "pool of", "pooling", "oil", "grease", "fuel", "diesel",
         "coolant", "slick", r"hydraulic (?:fluid|oil)", r"(?:battery )?acid", "sludge",
-        r"liquid (?:on|across|all over)",
+        r"liquid (?:on|across|all over)", _LIQUID + r"\b.{0,30}\b" + _FLOWING,
         # de
         "ausgelaufen", "ausgelaufenes", "verschüttet", "leck", "leckt", "öl", "ölfleck", "ölspur",
         "pfütze", "lache", "kraftstoff", "hydrauliköl", "kühlmittel",
@@ -101,7 +119,9 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
         r"smoke(?! (?:detectors?|sensors?|doors?|curtains?|alarm tests?|tests?))", "smoking", "smoky", r"smould\w*", r"smold\w*", "burning", "burnt", "flames?",
         "on fire", r"fire(?! (?:exits?|doors?|extinguishers?|drills?|escapes?|lanes?|routes?|marshals?|"
                    r"shutters?|safety|hose|hydrant|blanket))",
-        "sparks?", "sparking", "explosion", "fumes", r"evacuat\w*" + _NOT_A_HAZARD_NOUN,
+        "sparks?", "sparking", "explosion", "fumes", r"red[- ]hot", r"glowing (?:red|orange|hot)",
+        r"(?:swelling|swollen|bulging|hissing|melting|melted) (?:battery|batteries|pack|cell|cells|cable|charger)",
+        r"(?:battery|batteries|pack|cell|cells|cable|charger)\b.{0,20}\b(?:swelling|swollen|bulging|hissing|melting|melted)", r"evacuat\w*" + _NOT_A_HAZARD_NOUN,
         "overheating", r"scorch\w*",
         r"(?:alarm|siren|detector)s?\b.{0,20}\b(?:sounding|going off|went off|goes off|ringing|blaring|wailing|triggered)",
         # de
@@ -119,7 +139,8 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
     ("closing_barrier", HALT, _words(
         r"(?:doors?|shutters?|gates?|barriers?|boom)\b.{0,40}\b(?:closing|lowering|descending|coming down|"
         r"shutting|starting to close|started to close|begun to close|about to close|rolling down|"
-        r"swinging shut|sliding shut)",
+        r"swinging shut|sliding shut|swinging closed|sliding closed|dropping|going down|moving down|"
+        r"coming closed)",
         r"(?:closing|lowering|descending)\b.{0,20}\b(?:doors?|shutters?|gates?|barriers?)",
         # de
         r"schließt sich", r"schliesst sich", r"senkt sich", r"fährt (?:herunter|runter|zu)", r"geht zu",
@@ -141,6 +162,8 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
         r"(?:won't|doesn't|does not|will not) (?:stop|yield|slow)",
         r"(?:approaching|coming) (?:me|us|the robot|fast|quickly)", "bearing down", r"heading (?:for|straight for) me",
         r"speeding (?:toward|towards|down|through)",
+        r"(?:heading|coming|driving|moving|rolling|running|rushing|racing) (?:right |straight )?(?:my way|at me|for me)",
+        r"(?:rolling|driving|moving|coming|running|sliding|drifting) (?:toward|towards) (?:me|the robot|us)",
         # de
         "rückwärts", "setzt zurück", "stößt zurück", r"(?:kommt|fährt|läuft|rollt) (?:direkt )?auf mich zu",
         "auf mich zu", "gegenverkehr", "frontal", "kollisionskurs",
@@ -160,7 +183,11 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
         r"across (?:the|my|this|our|its) (?:aisle|lane|path|route|way|corridor|passage|road|width)",
         r"(?:aisle|lane|path|route|way|area|zone|section|corridor|passage|crossing|bay)\b.{0,25}\b"
         r"(?:closed|cordoned|taped off|roped off|fenced off|sealed off|shut)",
-        r"(?:closed|cordoned|taped|roped|fenced|sealed) off", "no entry", "do not enter", "keep out",
+        r"(?:closed|cordoned|taped|roped|fenced|sealed) off", r"clos(?:e|es|ing) off", "no entry", "do not enter", "keep out",
+        r"in the middle of (?:the|my|this|our) (?:aisle|lane|path|route|way|corridor|passage|crossing)",
+        r"(?:aisle|lane|path|route|corridor|passage)\b.{0,15}\bfull of",
+        r"(?:stands?|standing|parked|left|sits|sitting|placed|dumped|abandoned)\b.{0,12}\b(?:in|on) "
+        r"(?:the|my|this) (?:aisle|lane|path|route|way|corridor|passage)(?! (?:racks?|racking|shelves|shelving|bays?|locations?))",
         r"off[- ]limits", "work zone", r"(?:maintenance|repairs?|works?) in progress", "under maintenance",
         "deadlock", "deadlocked", r"e-?stopped",
         # de
