@@ -7,13 +7,14 @@ from quant_llm_node.reasoning.types import SOURCE_FALLBACK, Decision, RobotState
 
 
 def fallback_decision(state: RobotState, target_place_id: str, safety: SafetyLayer,
-                      why: str, report: str = "") -> Decision:
+                      why: str, report: str = "", untrusted: str = "") -> Decision:
     """Hazard close: stop; a hazard named in the report: stop; battery low: dock; clear way
     and a grounded goal: go_to; else wait.
 
     ``report`` is the query text (the same hazard lexicon as the safety rules; it is read even
     when the rules are switched off, since a fallback never moves the robot into a named
-    hazard). The safety rules still apply on top (speed caps, dock choice).
+    hazard). The safety rules still apply on top (speed caps, dock choice, the injection hold
+    on ``report`` and ``untrusted``).
     """
     c = safety.cfg
     named = hazards.severity(hazards.scan(report)) if report else ""
@@ -29,6 +30,6 @@ def fallback_decision(state: RobotState, target_place_id: str, safety: SafetyLay
         action, target = "wait", ""
     decision = Decision(action=action, speed_limit_mps=0.0, target_place_id=target,
                         reason=f"fallback: {why}"[:120], source=SOURCE_FALLBACK)
-    final = safety.apply(decision, state, report, target_place_id)
+    final = safety.apply(decision, state, report, target_place_id, untrusted)
     final.source = SOURCE_FALLBACK
     return final

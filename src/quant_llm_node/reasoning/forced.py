@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from quant_llm_node.reasoning.injection import untrusted_text
 from quant_llm_node.reasoning.safety import SafetyLayer
 from quant_llm_node.reasoning.schema import REASON_MAX_CHARS, SPEED_MAX_MPS
 from quant_llm_node.reasoning.types import ACTIONS, SOURCE_LLM, SOURCE_SAFETY, Decision, NavRequest
@@ -27,7 +28,7 @@ def forced_decision(safety: SafetyLayer, request: NavRequest,
     to the model's answer)."""
     if not safety.cfg.enabled:
         return None
-    sit = safety.situation(request.state, request.query, grounded)
+    sit = safety.situation(request.state, request.query, grounded, untrusted_text(request))
     finals = {a: safety.apply_in(Decision(a, SPEED_MAX_MPS, "", "", SOURCE_LLM), sit) for a in ACTIONS}
     actions = {d.action for d in finals.values()}
     if len(actions) != 1:

@@ -22,6 +22,10 @@ On top of those (each can be switched off in ``SafetyConfig`` for ablations):
   something coming toward the robot, a blocked or closed way, a stop order) turns every moving
   action but reroute into stop and caps reroute's speed; a wet floor turns continue and go_to
   into slow_down. The text can only add caution.
+- **injection hold** (``injection_hold``): a report, goal or context that carries instructions
+  to the robot (``reasoning.injection``: rule overrides, dictated actions or speeds, role play,
+  chat-template tokens) turns every action into stop. The model has read that text, so the
+  hazards it may hide cannot be ruled out; the planner sees ``suspected_injection_hold``.
 
 The final action depends only on the model's action, the state, the report and the grounded
 goal, never on the model's speed or target (``DecisionTask.stream_view`` relies on it).
@@ -35,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from quant_llm_node.config import SafetyConfig, parse_zone_limits
-from quant_llm_node.reasoning import hazards
+from quant_llm_node.reasoning import hazards, injection
 from quant_llm_node.reasoning.types import (
     HALTING_ACTIONS, SOURCE_LLM, SOURCE_SAFETY, Decision, RobotState)
 
@@ -57,6 +61,7 @@ RULE_BATTERY_IDLE = "battery_low_no_goal_dock"    # low battery, no goal: contin
 RULE_TEXT_HALT = "text_hazard_stop"               # the report names a halting hazard
 RULE_TEXT_CAUTION = "text_hazard_slow"            # the report names a caution hazard
 RULE_TEXT_SPEED = "text_hazard_speed_cap"         # reroute / slow_down speed near a named hazard
+RULE_INJECTION_HOLD = "suspected_injection_hold"  # instructions to the robot inside request data
 
 TRAVEL_ACTIONS = ("continue", "go_to")
 
@@ -81,11 +86,17 @@ class Situation:
     text_level: str = ""                       # hazards.HALT | hazards.CAUTION | ""
     text_hazards: tuple[str, ...] = ()         # hazard classes named in the report
     grounded: Optional[str] = None
+    injections: tuple[str, ...] = ()           # kinds of instructions found in the request's data
 
     @classmethod
-    def of(cls, state: RobotState, report: str = "", grounded: Optional[str] = None) -> "Situation":
+    def of(cls, state: RobotState, report: str = "", grounded: Optional[str] = None,
+           untrusted: Optional[str] = None) -> "Situation":
+        """``untrusted``: the request's other data (goal, context) scanned with the report for
+        instructions; None = not scanned."""
         found = hazards.scan(report) if report else []
-        return cls(state, hazards.severity(found), tuple(dict.fromkeys(m.kind for m in found)), grounded)
+        injected = injection.scan(report, untrusted) if untrusted is not None else []
+        return cls(state, hazards.severity(found), tuple(dict.fromkeys(m.kind for m in found)), grounded,
+                   tuple(m.kind for m in injected))
 
 
 class SafetyLayer:
@@ -101,9 +112,12 @@ class SafetyLayer:
         robot covers at its current speed before it has reacted and braked."""
         return self.cfg.person_stop_distance_m + state.speed_mps * self.cfg.person_reaction_time_s
 
-    def situation(self, state: RobotState, report: str = "", grounded: Optional[str] = None) -> Situation:
-        """The Situation of a request (the report is scanned only when text rules are on)."""
-        return Situation.of(state, report if self.cfg.text_hazard_rules else "", grounded)
+    def situation(self, state: RobotState, report: str = "", grounded: Optional[str] = None,
+                  untrusted: str = "") -> Situation:
+        """The Situation of a request (the report is scanned for hazards only when text rules are
+        on; report and ``untrusted`` for instructions only when the injection hold is on)."""
+        return Situation.of(state, report if self.cfg.text_hazard_rules else "", grounded,
+                            "\n".join((report, untrusted)) if self.cfg.injection_hold else None)
 
     def speed_cap(self, state: RobotState, text_level: str = "") -> tuple[float, list[str]]:
         """Highest speed the rules allow in this state, and the rules that set it."""
@@ -124,13 +138,14 @@ class SafetyLayer:
         return state.battery_pct <= self.cfg.battery_dock_pct
 
     def apply(self, decision: Decision, state: RobotState, report: str = "",
-              grounded: Optional[str] = None) -> Decision:
+              grounded: Optional[str] = None, untrusted: str = "") -> Decision:
         """The decision after the rules; ``source`` becomes safety_override when one changed it.
         ``report``: the query text (text-hazard rules); ``grounded``: the planner's grounded goal
-        ("" = none; None = unknown, then the target rules are skipped)."""
+        ("" = none; None = unknown, then the target rules are skipped); ``untrusted``: the
+        request's other data (``injection.untrusted_text``)."""
         if not self.cfg.enabled:
             return decision
-        return self.apply_in(decision, self.situation(state, report, grounded))
+        return self.apply_in(decision, self.situation(state, report, grounded, untrusted))
 
     def apply_in(self, decision: Decision, sit: Situation) -> Decision:
         """``apply`` for a prepared Situation (the report scanned once)."""
@@ -187,6 +202,9 @@ class SafetyLayer:
         if c.text_hazard_rules and sit.text_level == hazards.CAUTION and d.action in TRAVEL_ACTIONS:
             d.action, d.target_place_id = "slow_down", ""
             fired.append(RULE_TEXT_CAUTION)
+        if sit.injections and c.injection_hold and (d.action, d.target_place_id) != ("stop", ""):
+            d.action, d.target_place_id = "stop", ""
+            fired.append(RULE_INJECTION_HOLD)
         if d.action == "dock" and d.target_place_id not in self.docks.dock_ids:
             nearest = self.docks.nearest(state.zone)
             if nearest and nearest != d.target_place_id:

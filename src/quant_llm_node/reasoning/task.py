@@ -21,6 +21,7 @@ from quant_llm_node.config import Config, SafetyConfig
 from quant_llm_node.grounding.places import Place, load_places
 from quant_llm_node.paths import config_dir
 from quant_llm_node.reasoning.fallback import fallback_decision
+from quant_llm_node.reasoning.injection import untrusted_text
 from quant_llm_node.reasoning.prompt import PromptBuilder, PromptOptions, Renderer, Thresholds, plain_renderer
 from quant_llm_node.reasoning import safety as S
 from quant_llm_node.reasoning.safety import DockSites, SafetyLayer
@@ -130,12 +131,14 @@ class DecisionTask:
         """Parse the model's text (raises DecisionParseError), let the grounded goal choose the
         target, then let the safety rules have the last word (state, report text, goal)."""
         decision = self._goal_target(self.schema.parse(text), grounded)
-        return self.safety.apply(decision, request.state, request.query, grounded or "")
+        return self.safety.apply(decision, request.state, request.query, grounded or "",
+                                 untrusted_text(request))
 
     def fallback(self, request: NavRequest, grounded: str, why: str) -> Decision:
         """The deterministic decision when the model's answer is missing or unusable (the
         report's hazards count as in ``decide``)."""
-        return fallback_decision(request.state, grounded, self.safety, why, report=request.query)
+        return fallback_decision(request.state, grounded, self.safety, why, report=request.query,
+                                 untrusted=untrusted_text(request))
 
     def stream_view(self, partial_text: str, request: NavRequest,
                     grounded: str = "") -> Optional[StreamView]:
@@ -150,7 +153,7 @@ class DecisionTask:
         # grammar allows is assumed, so that the view is never less cautious than the answer
         probe = Decision(model_action, SPEED_MAX_MPS, "", "", SOURCE_LLM)
         final = self.safety.apply(self._goal_target(probe, grounded), request.state,
-                                  request.query, grounded or "")
+                                  request.query, grounded or "", untrusted_text(request))
         if final.action in HALTING_ACTIONS:
             cap = 0.0
         elif self.safety.cfg.enabled:
