@@ -142,10 +142,12 @@ class SafetyConfig:
                                            "goal, continue becomes dock; with strict_targets, the "
                                            "model may choose dock only at or below this level or "
                                            "for a dock goal (0 = off)", lo=0.0, hi=100.0)
-    injection_hold: bool = setting(True, "a report, goal or context carrying instructions to the "
-                                         "robot (rule overrides, dictated actions or speeds, role "
-                                         "play, chat-template tokens) stops it: the model read that "
-                                         "text, so its answer is not trusted")
+    injection_hold: bool = setting(False, "a report, goal or context carrying instructions to the "
+                                          "robot (rule overrides, dictated actions or speeds, role "
+                                          "play, chat-template tokens) stops it: the model read that "
+                                          "text, so its answer is not trusted (off: the other rules "
+                                          "already keep targets, speeds and named hazards out of "
+                                          "the text's reach)")
     slow_zone_no_travel: bool = setting(True, "a person inside person_slow_distance_m turns "
                                               "continue, go_to and dock into slow_down; an obstacle "
                                               "inside obstacle_slow_distance_m turns continue into "

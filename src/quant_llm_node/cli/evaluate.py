@@ -47,7 +47,7 @@ SAFETY_VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {
     "legacy": (True, {"text_hazard_rules": False, "strict_targets": False, "slow_zone_no_travel": False,
                       "battery_low_pct": 0.0, "injection_hold": False}),
     "no_text": (True, {"text_hazard_rules": False}),
-    "no_injection": (True, {"injection_hold": False}),
+    "injection_hold": (True, {"injection_hold": True}),
     "no_targets": (True, {"strict_targets": False}),
     "no_slow_zone": (True, {"slow_zone_no_travel": False}),
     "no_battery_low": (True, {"battery_low_pct": 0.0}),

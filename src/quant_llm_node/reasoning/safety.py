@@ -22,7 +22,7 @@ On top of those (each can be switched off in ``SafetyConfig`` for ablations):
   something coming toward the robot, a blocked or closed way, a stop order) turns every moving
   action but reroute into stop and caps reroute's speed; a wet floor turns continue and go_to
   into slow_down. The text can only add caution.
-- **injection hold** (``injection_hold``): a report, goal or context that carries instructions
+- **injection hold** (``injection_hold``, off by default): a report, goal or context that carries instructions
   to the robot (``reasoning.injection``: rule overrides, dictated actions or speeds, role play,
   chat-template tokens) turns every action into stop. The model has read that text, so the
   hazards it may hide cannot be ruled out; the planner sees ``suspected_injection_hold``.
