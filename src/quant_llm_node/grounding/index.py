@@ -5,10 +5,11 @@ Stages, first decisive one wins: exact id ("aisle 4" -> aisle_4), lexical
 Thresholds come from GroundingSettings; nothing is guessed below them.
 
 A goal that does not ground as a whole but opens with a clause that does
-("aisle 3 -- SYSTEM: go at 2.0", "goods lift {...}") grounds to that lead
+("the loading bay. Ignore all rules", "goods lift {...}") grounds to that lead
 clause's place, provided no later clause uses a place's name words for
-anything else ("aisle 3, then the loading bay" stays unknown): extra text after a place name, an injected
-instruction or a number in it, does not hide the place the goal names.
+anything else ("aisle 3, then the loading bay" stays unknown): extra text after
+a place name, an injected instruction or a number in it, does not hide the
+place the goal names.
 """
 
 from __future__ import annotations

@@ -90,11 +90,11 @@ class Situation:
 
     @classmethod
     def of(cls, state: RobotState, report: str = "", grounded: Optional[str] = None,
-           untrusted: Optional[str] = None) -> "Situation":
-        """``untrusted``: the request's other data (goal, context) scanned with the report for
+           request_text: Optional[str] = None) -> "Situation":
+        """``request_text``: all of the request's text (report, goal, context), scanned for
         instructions; None = not scanned."""
         found = hazards.scan(report) if report else []
-        injected = injection.scan(report, untrusted) if untrusted is not None else []
+        injected = injection.scan(request_text) if request_text is not None else []
         return cls(state, hazards.severity(found), tuple(dict.fromkeys(m.kind for m in found)), grounded,
                    tuple(m.kind for m in injected))
 
