@@ -36,7 +36,6 @@ class FileResult:
     name: str
     held_out: bool
     n: int = 0
-    skipped: int = 0                                  # requests the node refuses before the model
     modes: dict[str, dict[str, Any]] = field(default_factory=dict)
     differing: dict[str, list[str]] = field(default_factory=dict)   # ids (not for held-out files)
 
@@ -60,33 +59,13 @@ def _load(path: Path) -> list[dict]:
     return [c for c in cases if not c.get("expect_error")]
 
 
-def _prompts(engine, cfg, cases: list[dict]) -> tuple[list[tuple[str, str]], int]:
-    """(id, prompt) as the node builds them; requests validation refuses are counted, not run."""
-    from quant_llm_node.bench.scenarios import raw_request
-    from quant_llm_node.reasoning.errors import RequestError
-    from quant_llm_node.reasoning.prompt import plain_renderer
-    from quant_llm_node.reasoning.task import DecisionTask
-    from quant_llm_node.reasoning.validation import validate_request
-
-    builder = DecisionTask.from_config(cfg).prompts(engine.chat_renderer() or plain_renderer)
-    out, refused = [], 0
-    for case in cases:
-        try:
-            req = validate_request(raw_request(case), cfg.serving)
-        except RequestError:
-            refused += 1
-            continue
-        grounded = case.get("expect_place", "") if case.get("goal") else ""
-        out.append((case.get("id", ""), builder.build(req, grounded)))
-    return out, refused
-
-
 def run_file(engine, cfg, task, path: Path, modes: list[str], limit: int) -> FileResult:
     """Decode every scenario of ``path`` in each mode; compare each with off."""
+    from quant_llm_node.bench.serve.engine import build_prompts
     cases = _load(path)
-    items, refused = _prompts(engine, cfg, cases[:limit] if limit else cases)
-    static = task.prompts(engine.chat_renderer()).static_prefix
-    res = FileResult(path.name, "test" in path.name, len(items), refused)
+    prompts = build_prompts(engine, cfg, cases[:limit] if limit else cases)
+    items, static = prompts.items, prompts.static_prefix
+    res = FileResult(path.name, "test" in path.name, len(items))
     runs: dict[str, list] = {m: [] for m in ("off", *[m for m in modes if m != "off"])}
     for _, prompt in items:
         for mode in runs:
@@ -124,8 +103,6 @@ def markdown(meta: dict, files: list[FileResult]) -> str:
         for mode, ids in f.differing.items():
             if ids:
                 lines.append(f"- {f.name}, {mode}: differs from off on {', '.join(ids)}")
-        if f.skipped:
-            lines.append(f"- {f.name}: {f.skipped} request(s) refused by validation before the model, not run")
     return "\n".join(lines) + "\n"
 
 
