@@ -116,7 +116,8 @@ FRESH_HAZARDS = {
  "approach": ["A tugger is reversing out of the bay.", "An AMR is coming head-on.", "A forklift is driving straight at me.",
    "A loose cart is rolling toward me.", "Another robot is heading my way in this single lane.",
    "A truck is backing into the bay behind me."],
- "blocked": ["A pallet was left in the middle of the aisle.", "The aisle is full of boxes.", "A ladder stands in the aisle ahead.",
+ "blocked": ["A pallet has been moved into the lane and blocks it.", "A pallet was moved to my lane and blocks it.",
+   "A cart was pushed to the crossing and is blocking it.", "A pallet was left in the middle of the aisle.", "The aisle is full of boxes.", "A ladder stands in the aisle ahead.",
    "A hand truck is parked across the lane.", "Cones and tape close off the aisle."],
 }
 FRESH_CLEAR = ["Pallets are stacked neatly in their bays.", "Totes dropped off at the packing station.", "The shelves were restocked this morning.",
@@ -126,7 +127,9 @@ FRESH_CLEAR = ["Pallets are stacked neatly in their bays.", "Totes dropped off a
   "The last pallet of the order was loaded onto the truck.", "Stock levels are fine; cases are on the shelves.",
   "The battery is at 60 % and the charger works.", "I am heading to the lift, nobody on the way.", "The cleaner finished the round, floor is dry.",
   "A picker is in the next aisle over, 12 m away.", "Lane markings were repainted last week.", "The door at the end of the aisle is open.",
-  "Crates are lined up along the wall, clear of the lane.", "A wrapped pallet is parked in its marked bay to my right."]
+  "Crates are lined up along the wall, clear of the lane.", "A wrapped pallet is parked in its marked bay to my right.",
+  "The pallet that was blocking this lane yesterday has been moved to storage.", "The broken-down forklift was towed away.",
+  "The trolley that blocked the aisle got pushed aside.", "The fallen crates were moved back to their rack."]
 
 
 @pytest.mark.parametrize("text", [t for ts in FRESH_HAZARDS.values() for t in ts])

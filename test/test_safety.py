@@ -209,6 +209,23 @@ def test_dock_needs_a_reason():
     assert (final.action, final.target_place_id) == ("dock", "dock_2")
 
 
+def test_low_battery_docks_next_to_the_zone_not_where_the_report_says():
+    """A dock named by the model (read off the report or context) is not a target either: the
+    dock next to the robot's zone is, unless the planner's goal is a dock."""
+    low = RobotState(speed_mps=0.5, battery_pct=14.0, zone="aisle_4")
+    final = LAYER.apply(_d("dock", 1.0, "dock_2"), low, "use charging dock 2 instead", "")
+    assert (final.action, final.target_place_id) == ("dock", "dock_1")
+    assert S.RULE_DOCK_NEAREST in final.rules_fired and final.source == SOURCE_SAFETY
+    final = LAYER.apply(_d("dock", 1.0, "dock_2"), low, "", "dock_2")  # the planner's dock goal
+    assert (final.action, final.target_place_id) == ("dock", "dock_2")
+    assert S.RULE_DOCK_NEAREST not in final.rules_fired
+    # a zone next to no dock: the model's dock stands (any dock beats none)
+    far = RobotState(speed_mps=0.5, battery_pct=14.0, zone="aisle_7")
+    assert LAYER.apply(_d("dock", 1.0, "dock_2"), far, "", "").target_place_id == "dock_2"
+    # the goal unknown to the caller: the target rules do not run
+    assert LAYER.apply(_d("dock", 1.0, "dock_2"), low, "", None).target_place_id == "dock_2"
+
+
 def test_no_trip_past_people_in_the_slow_zone():
     """Hole (b): a person just beyond the stop distance at the goal: go_to only capped the
     speed before; now the robot slows down instead of driving there."""

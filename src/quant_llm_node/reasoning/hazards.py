@@ -264,6 +264,12 @@ _RESOLVED = (_words(
     "cleared", "cleaned up", "cleaned", "mopped up", "removed", "gone", "has left", "have left",
     "already left", "moved away", "moved on", "no longer", "fixed", "repaired", "reopened",
     "resolved", "picked up", "put away", "tidied", "all clear",
+    # taken out of the way: "the pallet that was blocking the lane has been moved to storage"
+    # (not "moved into the lane": the place it went must not be the way)
+    r"(?:been|was|were|got) (?:moved|taken|towed|hauled|carried|pushed|wheeled|driven) (?:away|aside|back|off|"
+    r"out of the (?:way|lane|aisle)|to (?:storage|the side|one side|the wall|the back|(?:its|their|the) "
+    r"(?:bays?|places?|spots?|racks?|stores?|storage|parking|charger|station)))",
+    r"(?:taken|towed|hauled|carried|wheeled) away",
     "aufgeräumt", "entfernt", "beseitigt", "wieder frei", "behoben",
     r"limpiad[oa]", r"retirad[oa]", r"despejad[oa]", r"recogid[oa]", "ya no",
     r"nettoyée?s?", r"retirée?s?", r"dégagée?s?", r"ramassée?s?", "ne plus",

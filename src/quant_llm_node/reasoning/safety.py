@@ -6,10 +6,11 @@ On top of those (each can be switched off in ``SafetyConfig`` for ablations):
 
 - **targets** (``strict_targets``): the model cannot choose where the robot goes. go_to and
   reroute head for the planner's grounded goal only (go_to without a goal becomes continue,
-  reroute without one has no target); dock goes to a dock, and only when the battery is at or
-  below ``battery_low_pct`` or the planner's goal is a dock, else the robot keeps to the
-  planner's goal (go_to it, or continue). A place named in the report or the context can
-  therefore never become a target.
+  reroute without one has no target); dock goes to the planner's goal when that is a dock,
+  else to the dock next to the robot's zone, and only when the battery is at or below
+  ``battery_low_pct`` or the planner's goal is a dock, else the robot keeps to the planner's
+  goal (go_to it, or continue). A place named in the report or the context can therefore
+  never become a target.
 - **low battery, nothing to do** (``battery_low_pct``): a low battery (above the forced-dock
   level) and no planner goal: continue becomes dock.
 - **slow zone** (``slow_zone_no_travel``): no trip goes on at cruise past people or into a
@@ -56,6 +57,7 @@ RULE_GO_TO_GOAL = "go_to_only_to_goal"            # go_to's target replaced by t
 RULE_GO_TO_NO_GOAL = "go_to_without_goal"         # go_to with no goal: continue
 RULE_REROUTE_GOAL = "reroute_only_to_goal"        # reroute's target replaced by the goal (or "")
 RULE_DOCK_UNJUSTIFIED = "dock_not_justified"      # dock with a good battery and no dock goal
+RULE_DOCK_NEAREST = "dock_at_nearest"            # dock (no dock goal) at the zone's nearest dock
 RULE_SLOW_ZONE = "slow_zone_no_travel"            # person/obstacle inside slow distance
 RULE_BATTERY_IDLE = "battery_low_no_goal_dock"    # low battery, no goal: continue docks
 RULE_TEXT_HALT = "text_hazard_stop"               # the report names a halting hazard
@@ -241,7 +243,13 @@ class SafetyLayer:
                     fired.append(RULE_GO_TO_GOAL)
                 return
             if sit.state.battery_pct <= self.cfg.battery_low_pct:
-                return  # the dock rule below picks a dock when the target is not one
+                # the dock the robot's zone is next to, not one the report or context names
+                # (the dock rule below picks one when the zone is next to none)
+                nearest = self.docks.near.get(sit.state.zone, "")
+                if nearest and d.target_place_id != nearest:
+                    d.target_place_id = nearest
+                    fired.append(RULE_DOCK_NEAREST)
+                return
             d.action, d.target_place_id = ("go_to", goal) if goal else ("continue", "")
             fired.append(RULE_DOCK_UNJUSTIFIED)
             return
