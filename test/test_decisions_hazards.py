@@ -140,3 +140,38 @@ def test_fresh_wording_of_hazards_halts(text):
 @pytest.mark.parametrize("text", FRESH_CLEAR)
 def test_fresh_wording_of_clear_reports_raises_nothing(text):
     assert scan(text) == [], (text, scan(text))
+
+
+# the robot's own battery signals are no hazard on the way: a stop there would strand the robot
+OWN_BATTERY_SIGNALS = ["Low battery alarm is going off.", "The battery warning light is on.",
+                       "Charge warning lights flashing, 9 % left.", "Low-battery alarm sounding, 6 %."]
+STILL_HAZARDS = ["A forklift with its warning lights on is stuck in the lane.", "The fire alarm is going off.",
+                 "The battery is smoking!", "Battery warning light on and the pack is swelling.",
+                 "Half a pallet of tins came off the top shelf and is rolling around the aisle.",
+                 "A child has wandered in from the visitor area and is running between the racks.",
+                 "Security says there is an unattended bag in the aisle ahead, keep clear.",
+                 "Stay away from aisle 7, a rack is being repaired."]
+NOT_HAZARDS = ["Kids' toys are on the shelves in aisle 3.", "Child seats are stored in aisle 4.",
+               "Keep clear of the robot, says the sign.", "The label came off the box."]
+
+
+@pytest.mark.parametrize("text", OWN_BATTERY_SIGNALS + NOT_HAZARDS)
+def test_own_battery_signals_and_harmless_wording_raise_nothing(text):
+    assert scan(text) == [], (text, scan(text))
+
+
+@pytest.mark.parametrize("text", STILL_HAZARDS)
+def test_hazards_beside_those_wordings_still_halt(text):
+    assert severity(scan(text)) == HALT, (text, scan(text))
+
+
+def test_a_battery_alarm_on_a_flat_battery_docks():
+    """The text rule used to stop a robot at 7 % whose report said "battery warning light on"."""
+    from quant_llm_node.config import SafetyConfig
+    from quant_llm_node.reasoning.safety import DockSites, SafetyLayer
+    from quant_llm_node.reasoning.types import SOURCE_LLM, Decision, RobotState
+    layer = SafetyLayer(SafetyConfig(), DockSites(("dock_1",), {"aisle_3": "dock_1"}))
+    state = RobotState(speed_mps=0.5, battery_pct=7.0, obstacle_distance_m=20.0, zone="aisle_3")
+    final = layer.apply(Decision("go_to", 1.0, "packing", "", SOURCE_LLM), state,
+                        "Battery warning light on, 7 percent left.", "packing")
+    assert (final.action, final.target_place_id) == ("dock", "dock_1")

@@ -33,7 +33,8 @@ _GOODS = (r"(?:pallets?|box(?:es)?|cartons?|crates?|totes?|bags?|sacks?|loads?|s
           r"drums?|barrels?|kegs?|bundles?|cases|layers?|merchandise|products?)")
 _FALLING = (r"(?:fell|falls?|falling|fallen|slid|slides?|sliding|slipped|slipping|tumbled?|tumbling|toppled?|"
             r"toppling|dropped(?! off)|dropping(?! off)|came down|coming down|gave way|giving way|collaps\w+|burst|"
-            r"tipped|tipping|crashed|caved in|buckled?|buckling|spilled|spilt)")
+            r"tipped|tipping|crashed|caved in|buckled?|buckling|spilled|spilt|came off|coming off|rolled off|"
+            r"rolling (?:around|about|across|loose|down))")
 # liquids, and what a liquid on the floor does
 _LIQUID = (r"(?:water|liquid|fluids?|paint|glue|chemicals?|cleaner|detergent|bleach|milk|juice|syrup|beer|"
            r"wine|soda|honey|sauce|resin|solvent|ink)")
@@ -184,6 +185,7 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
         r"(?:aisle|lane|path|route|way|area|zone|section|corridor|passage|crossing|bay)\b.{0,25}\b"
         r"(?:closed|cordoned|taped off|roped off|fenced off|sealed off|shut)",
         r"(?:closed|cordoned|taped|roped|fenced|sealed) off", r"clos(?:e|es|ing) off", "no entry", "do not enter", "keep out",
+        r"(?:keep|stay) (?:clear|away|back)(?! (?:of )?(?:the |my )?(?:robots?|me)\b)",
         r"in the middle of (?:the|my|this|our) (?:aisle|lane|path|route|way|corridor|passage|crossing)",
         r"(?:aisle|lane|path|route|corridor|passage)\b.{0,15}\bfull of",
         r"(?:stands?|standing|parked|left|sits|sitting|placed|dumped|abandoned)\b.{0,12}\b(?:in|on) "
@@ -236,6 +238,9 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
         r"operators?|pickers?|colleagues?|man|woman|guy)\b.{0,40}\b(?:in front of me|in my (?:path|way|lane)|"
         r"right ahead|directly ahead|just ahead|in the way|stepped (?:out|into|in front)|"
         r"walked (?:out|into|in front)|ran (?:out|into|in front)|darted)",
+        # a child on the warehouse floor, wherever it is
+        r"(?:child|children|kids?|toddlers?)\b.{0,30}\b(?:running|playing|wander\w*|roaming|loose|lost|"
+        r"unaccompanied|on the (?:floor|loose)|in the (?:aisles?|lanes?|hall|racks?|racking|warehouse))",
         r"(?:person|jemand|mitarbeiter\w*|kollegin|kollege|kind|fußgänger|leute|menschen)\b.{0,40}\b"
         r"(?:vor mir|im weg|direkt vor)",
         r"(?:persona|alguien|trabajador\w*|operari[oa]|niñ[oa]|gente|peatón)\b.{0,40}\b"
@@ -295,8 +300,16 @@ class HazardMatch:
     text: str
 
 
+# the robot's own battery signals are no hazard on the way ("low battery alarm going off",
+# "battery warning light on"): left standing, a robot on a flat battery is stranded
+_OWN_BATTERY_SIGNAL = re.compile(
+    r"(?:(?:low|critical)[- ])?(?:battery|charge|charging|power)[- ](?:(?:low|level|warning)[- ])?"
+    r"(?:alarms?|alerts?|warnings?(?: lights?)?|lights?|beeps?|beeping|signals?|indicators?)")
+
+
 def normalise(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).lower().replace("’", "'")
+    text = _OWN_BATTERY_SIGNAL.sub("battery signal", text)
     return re.sub(r"\s+", " ", text)
 
 
