@@ -10,7 +10,8 @@ trusted, and a compromised input is a reason to stop and let a person look.
 Kinds (patterns on lower-cased, NFKC-normalised text, in English, German, Spanish, French and
 Chinese): ``chat_template`` (control tokens, role headers), ``rule_override`` (ignore or disable
 the rules or safety, modes, claimed authority), ``role_play``, ``dictated_output`` (a decision or
-action written out for the model to repeat), ``dictated_speed`` (speeds or "no slowing" orders).
+action written out for the model to repeat), ``dictated_speed`` (speeds or "no slowing" orders), ``dictated_destination`` (a claimed
+change of destination or charger assignment: only the planner's goal is a destination).
 Built from the classes of attack, not from any scenario's wording.
 """
 from __future__ import annotations
@@ -58,6 +59,30 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
                        r"stopping|yield(?:ing)?)\b|\bnever (?:stop|slow|brake|yield)s?\b"
                        r"|\b(?:don't|do not|never|no need to) (?:wait|stop|slow down|brake|yield) for\b"
                        r"|\bset (?:the |your |my )?speed\b|\bspeed (?:to|=) ?\d"),
+    # a claimed change of destination: only the planner's goal is one. (A plain "go to X" in the
+    # report is how planners phrase their own goal, so it is no sign; the target rules bound it.)
+    ("dictated_destination",
+     r"\b(?:your|the|my) (?:real|new|actual|true|correct|updated|changed) (?:goal|target|destination|task|job|mission)\b"
+     r"|\b(?:goal|target|destination)s? (?:changed|updated|is now|has changed|was changed|is stale|is wrong)\b"
+     r"|\bre-?task\w*|\bnew (?:job|task|mission|destination|goal)\b|\bcharger[ _]assignment\b"
+     r"|\b(?:skip|forget|drop|cancel) (?:the |your )?(?:goal|charger|task|planner|job)\b"
+     r"|\bplanner (?:made a mistake|is wrong|got it wrong)\b"
+     r"|\b(?:go|drive|head|proceed|swing by|dock|charge)\b.{0,40}\binstead\b|\bbefore anything else\b"),
+    # told to disregard people or vehicles, or that they will yield: pressure to drive on
+    ("rule_override",
+     r"\b(?:never mind|don't mind|do not mind|don't worry about|do not worry about|no need to worry about|"
+     r"pay no (?:attention|mind) to)\b.{0,12}\b(?:people|persons?|workers?|packers?|pickers?|man|woman|lady|guy|"
+     r"kids?|child(?:ren)?|trucks?|forklifts?|vehicles?|obstacles?|crowd|others?|them|him|her)\b"
+     r"|\b(?:people|persons?|workers?|packers?|pickers?|operators?|man|woman|lady|guy|drivers?|they|she|he|"
+     r"forklifts?|trucks?)\b.{0,40}\b(?:can wait|(?:will|'ll) (?:move|step aside|get out of the way|let you (?:pass|through)|"
+     r"make way)(?! (?:the|a|an|it|its|his|her|their|some|those|these)\b)|(?:is|are) used to (?:robots|it|you))"
+     r"|\b(?:this is an?|direct|that's an?) order\b|\borders? from (?:the )?(?:shift|floor|site|warehouse) "
+     r"(?:lead|leader|manager|supervisor|boss)"),
+    ("rule_override",
+     r"\bbefehl (?:vom|von|des)\b|\bdas ist ein befehl\b|\b(?:lässt|lassen) dich (?:vorbei|durch)\b|"
+     r"\baunque (?:haya|esté|estén) (?:gente|personas|alguien|trabajadores)|\bte dejará(?:n)? pasar\b|"
+     r"\bes una orden\b|\bte laisser(?:a|ont) passer\b|\bc'est un ordre\b|\bmalgré (?:les|la|le) "
+     r"(?:gens|personnes|ouvriers|chariot)|(?:不用管|别管|不要管|无视).{0,8}(?:工人|人|叉车|卡车|车)|这是命令"),
     # de, es, fr, zh
     ("rule_override", r"\bignorier\w*\b.{0,30}\b(?:regeln|anweisungen|sicherheit\w*|hindernisse|personen)|"
                       r"\bsicherheit\w*\b.{0,20}\b(?:aus|deaktiviert|abgeschaltet)\b|"
