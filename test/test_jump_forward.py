@@ -231,6 +231,19 @@ def test_decode_bench_compares_the_modes_on_the_nodes_path(engine, tmp_path):
     assert r["on"]["identical"] + len(r["on"]["mismatches"]) == 2
 
 
+def test_decode_bench_measures_whether_batches_round_like_single_rows(engine):
+    """One row is the reference itself, so it must be identical (decoding is deterministic);
+    every k gets a verdict and the cache is left where it was."""
+    from quant_llm_node.bench import decode_bench as db
+    ds = db.DecisionSet(engine)
+    r = db.batch_rows_exactness(engine, ds, ks=(1, 2, 4))
+    n = engine.n_tokens
+    assert r["1"] == {"identical": True, "max_abs_logit_diff": 0.0}
+    for k in ("2", "4"):
+        assert r[k]["identical"] == (r[k]["max_abs_logit_diff"] == 0.0)
+    assert n == r["kv_depth"]
+
+
 def test_corpus_bench_compares_every_mode_with_step_by_step(engine, task, tmp_path):
     """`quant-llm-bench jump`'s per-file run on a few public scenarios: every mode is compared
     with off, and the figures come from the runs (identical counts, fewer llama_decode calls)."""

@@ -1,7 +1,7 @@
 """Decode-speed bench of the decision path: ``LlamaEngine.generate`` exactly as the node calls it.
 
     python -m quant_llm_node.bench.decode_bench --model PATH [--threads N] [--reps N]
-        [--scenarios FILE ...] [--jump-forward] [--native-json FILE] [--profile]
+        [--scenarios FILE ...] [--jump-forward] [--rows] [--native-json FILE] [--profile]
         [--spec lookup|draft --draft-model PATH -k K] [--json-out FILE]
 
 Every figure comes from one run and is compared with a baseline of the same run:
@@ -16,6 +16,11 @@ Every figure comes from one run and is compared with a baseline of the same run:
   jump-forward "off" (step by step), "exact" and "on" from the same cache state: whether the
   texts are byte-identical to "off", the ``llama_decode`` calls saved per decision and the
   generation time ratio (with --spec, also through the speculative decoder);
+- ``batch_rows`` (--rows): whether this build's kernels are batch-invariant: the logits of k
+  tokens evaluated in one ``llama_decode`` against the same tokens decoded one by one from the
+  same cache state (then a few single steps after, which read the batch's KV). Jump-forward
+  "on", speculative decoding and batching are byte-identical to step by step only where they
+  are; on the x86 wheel (llamafile sgemm) no k >= 2 is;
 - ``roofline``: the host bandwidth probe (serving.roofline, engine thread count) against what
   the bare decode loop reads per second (tok/s x tensor bytes): the probe must bound it;
 - ``long``: a long unconstrained run (the llama-bench ``tg`` analogue) vs the bare loop and,
@@ -198,6 +203,37 @@ def python_overhead(engine: LlamaEngine, ds: DecisionSet, decode_reps: int = 12)
     res["decode_us"] = _best_us(one_decode, decode_reps)
     res["loadavg"] = loadavg()
     return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in res.items()}
+
+
+def batch_rows_exactness(engine: LlamaEngine, ds: DecisionSet, ks=(1, 2, 3, 4, 8), after: int = 4) -> dict:
+    """Per batch size k: are the logits of a k-row ``llama_decode`` (and of ``after`` single steps
+    that follow it) bit-identical to decoding the same tokens one by one? Max |difference| if not."""
+    import numpy as np
+    engine.warm(ds.static_prefix)
+    toks = engine.tokenize(ds.prompts[0][1])
+    cont = engine.tokenize('{"action": "stop", "speed": 0.0, "target": "", "reason": "person close ahead"}',
+                           add_bos=False, special=False)
+    ks = [k for k in ks if 0 < k and k + after <= len(cont)]
+    _, rest = engine.prepare(toks)
+    engine.eval(rest)
+    n0 = engine.n_tokens
+    ref = []
+    for t in cont[:max(ks) + after]:
+        engine.decode((t,), False)
+        ref.append(engine.logits(-1).copy())
+    out: dict = {"kv_depth": n0}
+    for k in ks:
+        engine.truncate(n0)
+        engine.decode(cont[:k], True)
+        rows = [engine.logits(i).copy() for i in range(k)]
+        for t in cont[k:k + after]:
+            engine.decode((t,), False)
+            rows.append(engine.logits(-1).copy())
+        diff = max(float(np.max(np.abs(a - b))) for a, b in zip(rows, ref))
+        out[str(k)] = {"identical": diff == 0.0, "max_abs_logit_diff": round(diff, 4)}
+    engine.truncate(n0)
+    out["loadavg"] = loadavg()
+    return out
 
 
 def bench_decision(engine: LlamaEngine, ds: DecisionSet, reps: int, stream: bool = True) -> dict:
@@ -454,6 +490,8 @@ def main(argv=None) -> int:
                     help="scenario files for the decision prompts (first) and --jump-forward (all)")
     ap.add_argument("--jump-forward", action="store_true",
                     help="compare jump-forward off/on on every scenario of every --scenarios file")
+    ap.add_argument("--rows", action="store_true",
+                    help="batch invariance: k-row llama_decode logits against one-by-one decoding")
     ap.add_argument("--no-stream", action="store_true", help="on_text=None (the service call path)")
     ap.add_argument("--profile", action="store_true", help="cProfile the decision path (off and on)")
     ap.add_argument("--overhead-only", action="store_true",
@@ -477,6 +515,8 @@ def main(argv=None) -> int:
     if native:
         result["overhead"]["native_tg_us"] = round(1e6 / float(native["tg_tps"]), 1)
     stream = not a.no_stream
+    if a.rows:
+        result["batch_rows"] = batch_rows_exactness(eng, ds)
     if not a.overhead_only:
         result["roofline"] = bench_roofline(eng, ds)
     if not a.overhead_only and not a.skip_engine:
