@@ -236,12 +236,13 @@ def test_decode_bench_measures_whether_batches_round_like_single_rows(engine):
     every k gets a verdict and the cache is left where it was."""
     from quant_llm_node.bench import decode_bench as db
     ds = db.DecisionSet(engine)
-    r = db.batch_rows_exactness(engine, ds, ks=(1, 2, 4))
+    r = db.batch_rows_exactness(engine, ds, ks=(1, 2, 4), prompts=2)
     n = engine.n_tokens
     assert r["1"] == {"identical": True, "max_abs_logit_diff": 0.0}
     for k in ("2", "4"):
         assert r[k]["identical"] == (r[k]["max_abs_logit_diff"] == 0.0)
     assert n == r["kv_depth"]
+    assert r["suffix_prefill_tps_p50"] > 0 and r["decode_tps_p50"] > 0 and r["suffix_tokens_p50"] > 10
 
 
 def test_corpus_bench_compares_every_mode_with_step_by_step(engine, task, tmp_path):

@@ -205,14 +205,31 @@ def python_overhead(engine: LlamaEngine, ds: DecisionSet, decode_reps: int = 12)
     return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in res.items()}
 
 
-def batch_rows_exactness(engine: LlamaEngine, ds: DecisionSet, ks=(1, 2, 3, 4, 8), after: int = 4) -> dict:
+def batch_rows_exactness(engine: LlamaEngine, ds: DecisionSet, ks=(1, 2, 3, 4, 8), after: int = 4,
+                         prompts: int = 8) -> dict:
     """Per batch size k: are the logits of a k-row ``llama_decode`` (and of ``after`` single steps
-    that follow it) bit-identical to decoding the same tokens one by one? Max |difference| if not."""
+    that follow it) bit-identical to decoding the same tokens one by one? Max |difference| if not.
+    Also the suffix prefill and single-token decode rates over ``prompts`` decision prompts (what
+    a batch-invariant build would cost)."""
     import numpy as np
     engine.warm(ds.static_prefix)
-    toks = engine.tokenize(ds.prompts[0][1])
     cont = engine.tokenize('{"action": "stop", "speed": 0.0, "target": "", "reason": "person close ahead"}',
                            add_bos=False, special=False)
+    # what a batch-invariant build costs: the prompt suffix's prefill and single-token decode
+    pp, tg, suffix = [], [], []
+    for _, prompt in ds.prompts[:prompts]:
+        _, rest = engine.prepare(engine.tokenize(prompt))
+        t0 = time.perf_counter()
+        engine.eval(rest)
+        pp.append(len(rest) / (time.perf_counter() - t0))
+        suffix.append(len(rest))
+        n = engine.n_tokens
+        t0 = time.perf_counter()
+        for t in cont[:16]:
+            engine.decode((t,), False)
+        tg.append(16 / (time.perf_counter() - t0))
+        engine.truncate(n)
+    toks = engine.tokenize(ds.prompts[0][1])
     ks = [k for k in ks if 0 < k and k + after <= len(cont)]
     _, rest = engine.prepare(toks)
     engine.eval(rest)
@@ -221,7 +238,9 @@ def batch_rows_exactness(engine: LlamaEngine, ds: DecisionSet, ks=(1, 2, 3, 4, 8
     for t in cont[:max(ks) + after]:
         engine.decode((t,), False)
         ref.append(engine.logits(-1).copy())
-    out: dict = {"kv_depth": n0}
+    out: dict = {"kv_depth": n0, "suffix_tokens_p50": statistics.median(suffix),
+                 "suffix_prefill_tps_p50": round(statistics.median(pp), 1),
+                 "decode_tps_p50": round(statistics.median(tg), 1)}
     for k in ks:
         engine.truncate(n0)
         engine.decode(cont[:k], True)
