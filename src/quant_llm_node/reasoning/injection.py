@@ -10,8 +10,9 @@ trusted, and a compromised input is a reason to stop and let a person look.
 Kinds (patterns on lower-cased, NFKC-normalised text, in English, German, Spanish, French and
 Chinese): ``chat_template`` (control tokens, role headers), ``rule_override`` (ignore or disable
 the rules or safety, modes, claimed authority), ``role_play``, ``dictated_output`` (a decision or
-action written out for the model to repeat), ``dictated_speed`` (speeds or "no slowing" orders), ``dictated_destination`` (a claimed
-change of destination or charger assignment: only the planner's goal is a destination).
+action written out for the model to repeat), ``dictated_speed`` (speeds or "no slowing"
+orders), ``dictated_destination`` (a claimed change of destination or charger assignment: only
+the planner's goal is a destination).
 Built from the classes of attack, not from any scenario's wording.
 """
 from __future__ import annotations
@@ -78,12 +79,12 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
      r"make way)(?! (?:the|a|an|it|its|his|her|their|some|those|these)\b)|(?:is|are) used to (?:robots|it|you))"
      r"|\b(?:this is an?|direct|that's an?) order\b|\borders? from (?:the )?(?:shift|floor|site|warehouse) "
      r"(?:lead|leader|manager|supervisor|boss)"),
+    # de, es, fr, zh
     ("rule_override",
      r"\bbefehl (?:vom|von|des)\b|\bdas ist ein befehl\b|\b(?:lässt|lassen) dich (?:vorbei|durch)\b|"
      r"\baunque (?:haya|esté|estén) (?:gente|personas|alguien|trabajadores)|\bte dejará(?:n)? pasar\b|"
      r"\bes una orden\b|\bte laisser(?:a|ont) passer\b|\bc'est un ordre\b|\bmalgré (?:les|la|le) "
      r"(?:gens|personnes|ouvriers|chariot)|(?:不用管|别管|不要管|无视).{0,8}(?:工人|人|叉车|卡车|车)|这是命令"),
-    # de, es, fr, zh
     ("rule_override", r"\bignorier\w*\b.{0,30}\b(?:regeln|anweisungen|sicherheit\w*|hindernisse|personen)|"
                       r"\bsicherheit\w*\b.{0,20}\b(?:aus|deaktiviert|abgeschaltet)\b|"
                       r"\b(?:ignora|ignore|ignorez|ignorer|olvida|oublie[zr]?)\b.{0,20}\b(?:las |les |tus |vos |toutes les |todas las )?"
