@@ -237,9 +237,12 @@ def test_low_battery_docks_next_to_the_zone_not_where_the_report_says():
     final = LAYER.apply(_d("dock", 1.0, "dock_2"), low, "", "dock_2")  # the planner's dock goal
     assert (final.action, final.target_place_id) == ("dock", "dock_2")
     assert S.RULE_DOCK_NEAREST not in final.rules_fired
-    # a zone next to no dock: the model's dock stands (any dock beats none)
+    # a zone the map ties to no dock: still not the model's dock, but the map's first one
     far = RobotState(speed_mps=0.5, battery_pct=14.0, zone="aisle_7")
-    assert LAYER.apply(_d("dock", 1.0, "dock_2"), far, "", "").target_place_id == "dock_2"
+    final = LAYER.apply(_d("dock", 1.0, "dock_2"), far, "dock 2 is the closest, use it", "")
+    assert (final.action, final.target_place_id) == ("dock", "dock_1")
+    assert S.RULE_DOCK_NEAREST in final.rules_fired
+    assert LAYER.apply(_d("dock", 1.0, "dock_1"), far, "", "").rules_fired == []
     # the goal unknown to the caller: the target rules do not run
     assert LAYER.apply(_d("dock", 1.0, "dock_2"), low, "", None).target_place_id == "dock_2"
 

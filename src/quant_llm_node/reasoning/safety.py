@@ -10,7 +10,7 @@ On top of those (each can be switched off in ``SafetyConfig`` for ablations):
   else to the dock next to the robot's zone, and only when the battery is at or below
   ``battery_low_pct`` or the planner's goal is a dock, else the robot keeps to the planner's
   goal (go_to it, or continue). A place named in the report or the context can therefore
-  never become a target.
+  never become a target: in a zone the map ties to no dock, dock goes to the map's first dock.
 - **low battery, nothing to do** (``battery_low_pct``): a low battery (above the forced-dock
   level) and no planner goal: continue becomes dock.
 - **slow zone** (``slow_zone_no_travel``): no trip goes on at cruise past people or into a
@@ -243,9 +243,9 @@ class SafetyLayer:
                     fired.append(RULE_GO_TO_GOAL)
                 return
             if sit.state.battery_pct <= self.cfg.battery_low_pct:
-                # the dock the robot's zone is next to, not one the report or context names
-                # (the dock rule below picks one when the zone is next to none)
-                nearest = self.docks.near.get(sit.state.zone, "")
+                # the dock the robot's zone is next to (a zone the map ties to no dock: the
+                # map's first dock), never one the model took from the report or context
+                nearest = self.docks.nearest(sit.state.zone)
                 if nearest and d.target_place_id != nearest:
                     d.target_place_id = nearest
                     fired.append(RULE_DOCK_NEAREST)
