@@ -175,3 +175,32 @@ def test_a_battery_alarm_on_a_flat_battery_docks():
     final = layer.apply(Decision("go_to", 1.0, "packing", "", SOURCE_LLM), state,
                         "Battery warning light on, 7 percent left.", "packing")
     assert (final.action, final.target_place_id) == ("dock", "dock_1")
+
+
+# A third batch: loads and racking that may come down, a hazard that is over (placed in the past
+# with the way said clear now), and "not moving" said of a machine rather than a person.
+MAY_COME_DOWN = ["The top pallet is leaning out over the lane.", "A carton hangs off the edge of the top shelf, about to fall.",
+                 "The rack upright is bent where a forklift hit it.", "Damaged racking at the end of this aisle.",
+                 "A stack of crates is wobbling on the forks.", "Eine Palette droht umzukippen.",
+                 "Una caja está a punto de caer.", "Un carton est sur le point de tomber.", "货架摇摇欲坠。"]
+OVER_OR_HARMLESS = ["Yesterday a box fell here, but today the aisle is spotless and empty.",
+                    "A pallet fell in this lane last week; the lane is clear now.",
+                    "Two hours ago there was a leak here. The floor is dry now.",
+                    "Another robot is parked at its charger, not moving.",
+                    "Pallets are stacked neatly inside the racks, none sticking out into the lane."]
+STILL_THERE = ["Since this morning there is a leak here, but the lane is open.",
+               "Yesterday a box fell here and it is still lying in the lane.", "Yesterday a box fell here.",
+               "A pallet fell here an hour ago, ignore it, the aisle is clear.",
+               "A man is lying by the robot charger, not moving.",
+               "The forklift driver is slumped in his seat, not moving.", "Someone by the conveyor, not moving.",
+               "Earlier a shelf collapsed; the aisle is not clear."]
+
+
+@pytest.mark.parametrize("text", MAY_COME_DOWN + STILL_THERE)
+def test_loads_that_may_come_down_and_hazards_still_there_halt(text):
+    assert severity(scan(text)) == HALT, (text, scan(text))
+
+
+@pytest.mark.parametrize("text", OVER_OR_HARMLESS)
+def test_hazards_that_are_over_and_still_machines_raise_nothing(text):
+    assert scan(text) == [], (text, scan(text))

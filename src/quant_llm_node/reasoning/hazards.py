@@ -35,11 +35,25 @@ _FALLING = (r"(?:fell|falls?|falling|fallen|slid|slides?|sliding|slipped|slippin
             r"toppling|dropped(?! off)|dropping(?! off)|came down|coming down|gave way|giving way|collaps\w+|burst|"
             r"tipped|tipping|crashed|caved in|buckled?|buckling|spilled|spilt|came off|coming off|rolled off|"
             r"rolling (?:around|about|across|loose|down))")
+# goods or racking that may come down: a load leaning out, a bent upright
+_UNSTABLE = (r"(?:leaning|leans|overhanging|overhangs|(?:hanging|hangs) (?:out|over|off)|sticking out (?:into|over|across)|"
+             r"protruding (?:into|over)|teetering|wobbl\w*|unstable|unsecured|about to (?:fall|topple|tip|drop|"
+             r"come down|give way|collapse))")
+_STRUCTURE = r"(?:racks?|racking|uprights?|beams?|shel(?:f|ves|ving))"
+_DAMAGED = r"(?:bent|buckled|damaged|cracked|twisted|bowed|sagging|dented)"
 # liquids, and what a liquid on the floor does
 _LIQUID = (r"(?:water|liquid|fluids?|paint|glue|chemicals?|cleaner|detergent|bleach|milk|juice|syrup|beer|"
            r"wine|soda|honey|sauce|resin|solvent|ink)")
 _FLOWING = (r"(?:everywhere|all over|on the floor|across the (?:floor|aisle|lane|path|way)|pouring|running (?:across|"
             r"down|over|onto|along)|spreading|dripping|pooling|gushing|seeping|flowing|splashed|covering)")
+# "not moving" says a person is down; said of a machine it is no hazard ("a robot at its
+# charger, not moving"): it counts unless its sentence names a machine and no person
+_STILL_PERSON = r"not moving"
+_MACHINE = re.compile(_W + r"(?:robots?|amrs?|agvs?|forklifts?|trucks?|vehicles?|tuggers?|carts?|trolleys?|lifts?|"
+                      r"elevators?|conveyors?|belts?|machines?|doors?|shutters?|cranes?|drones?)" + _E)
+_PERSON = re.compile(_W + r"(?:person|persons|people|someone|somebody|anyone|he|she|him|her|man|woman|men|women|"
+                     r"worker|workers|colleague|colleagues|picker|pickers|operator|operators|driver|drivers|"
+                     r"guy|kid|kids|child|children|visitor|visitors|packer|packers|body)" + _E)
 # "evacuation route", "evacuation drill": things named after a hazard, not the hazard
 _NOT_A_HAZARD_NOUN = r"(?! (?:drills?|routes?|plans?|maps?|signs?|exercises?|points?|procedures?))"
 
@@ -55,7 +69,7 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
         r"(?:lying|laying|lies|lay)\b.{0,30}\b(?:floor|ground|motionless|still|unconscious|face ?down)",
         "collapsed", "fainted", "passed out", "unconscious", "unresponsive", "motionless", "slumped",
         "injured", "bleeding", "knocked down", "fell down", "has fallen", "man down", "person down",
-        "worker down", r"tripped (?:and fell|over)", "hurt", "not moving", "not responding",
+        "worker down", r"tripped (?:and fell|over)", "hurt", _STILL_PERSON, "not responding",
         "keeled over", "sprawled", "trapped", "pinned", "needs help", "medical emergency",
         "first aid", "ambulance", r"on the (?:floor|ground) (?:and|not) (?:moving|breathing|responding)",
         r"(?:can't|cannot|can not|unable to|couldn't) (?:get up|stand up|stand|move)",
@@ -80,18 +94,23 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
         "collapsed", "collapsing", "scattered", "strewn", "spilled out", "slid off", "caved in",
         "debris", "broken glass", "shattered", "overturned", "upended", "rubble", r"crashed (?:down|off)",
         r"(?:load|pallet|stack|shelf|shelving|rack|racking) (?:fell|came down|gave way|slid|shifted)", r"dropped\b.{0,20}\b(?:floor|ground|lane|aisle|path|way)",
-        _GOODS + r"\b.{0,40}\b" + _FALLING,
+        r"about to (?:fall|topple|tip over|come down|give way|collapse)",
+        _GOODS + r"\b.{0,40}\b" + _FALLING, _GOODS + r"\b.{0,40}\b" + _UNSTABLE,
+        _STRUCTURE + r"\b.{0,20}\b(?:is |are |looks |was )?" + _DAMAGED, _DAMAGED + r" (?:\w+ )?" + _STRUCTURE,
         # de
         "gefallen", "umgefallen", "heruntergefallen", "runtergefallen", "herabgefallen", "umgestürzt",
         "umgekippt", "eingestürzt", "verstreut", "trümmer", "scherben", "umgestoßen", r"(?:herunter|ab)?gerutscht",
+        r"droht (?:umzukippen|herunterzufallen|zu fallen|einzustürzen)", "wackelt", "hängt über", r"ragt\b.{0,20}\bin den gang",
         # es
         r"caíd[oa]s?", "cayeron", "cayó", r"volcad[oa]s?", r"derrumbad[oa]s?", r"esparcid[oa]s?",
         r"desparramad[oa]s?", "escombros", r"vidrios? rotos?", "derrumbe", r"se volcó", "volcó",
-        r"se (?:deslizaron|deslizó|resbalaron|resbaló)",
+        r"se (?:deslizaron|deslizó|resbalaron|resbaló)", r"a punto de (?:caer|caerse|volcar)", "se tambalea",
+        r"sobresale\b.{0,20}\bpasillo", r"inclinad[oa]s? (?:sobre|hacia) el pasillo",
         # fr
         r"tombée?s?", r"effondrée?s?", r"éparpillée?s?", r"(?:ont|a) glissé", r"dispersée?s?", "débris", r"éboulée?s?",
+        r"sur le point de (?:tomber|basculer|s'effondrer)", r"penchée?s? (?:sur|vers|au-dessus de) l'allée", r"dépasse\b.{0,20}\bdans l'allée",
     )),
-    ("fallen_goods", HALT, r"(?:掉落|掉下|掉了|倒塌|坍塌|散落|翻倒|倒下|砸落|滑落|碎玻璃|翻了|倒了)"),
+    ("fallen_goods", HALT, r"(?:掉落|掉下|掉了|倒塌|坍塌|散落|翻倒|倒下|砸落|滑落|碎玻璃|翻了|倒了|摇摇欲坠|快要倒|要倒了|倾斜)"),
     # liquids on the floor
     ("spill", HALT, _words(
         r"spill(?! (?:kits?|trays?|pallets?|response|drills?))", "spills", "spilled", "spilt", "spillage", "leak", "leaks", "leaking", "leaked",
@@ -287,6 +306,20 @@ _DISREGARD = (_words(
     "ignorier\\w*", "trotz", "ignora\\w*", "ignore[rz]?", "malgré",
 )) + r"|(?:忽略|无视|不要管|别管|不用管)"
 _DISREGARD_RE = re.compile(_DISREGARD)
+# a hazard placed in the past ("yesterday a box fell here") is over when a later clause
+# says the way is clear now; not one said to go on ("since this morning", "still")
+_PAST = re.compile(_W + r"(?<!since )(?<!seit )(?<!desde )(?<!depuis )(?:yesterday|last (?:night|week|weekend|shift|month)|"
+                   r"earlier(?: today| this morning)?|this morning|previously|(?:an?|one|two|three|a few|several|\d+) "
+                   r"(?:minutes?|hours?|days?|weeks?) ago|gestern|ayer|hier|la semana pasada|la semaine dernière)" + _E +
+                   r"|(?:昨天|上周|之前)")
+_ONGOING = re.compile(_W + r"(?:still|again|keeps?|ongoing|continu\w*|noch|immer noch|todavía|sigue|toujours|encore)" + _E +
+                      r"|(?:仍然|还在|依然)")
+_CLEAR_NOW = re.compile(
+    _W + r"(?:(?:aisle|lane|path|way|floor|route|corridor|area|hall|passage|everything|it)\b.{0,25}\b"
+    r"(?:is|are|'s|looks?|stays?|now)\b.{0,20}\b(?:clear|empty|free|open|spotless|dry|clean|tidy|deserted)|all clear|"
+    r"nothing (?:is )?in the way|(?:gang|weg|boden)\b.{0,20}\b(?:frei|leer|sauber)|(?:pasillo|camino|suelo)\b.{0,20}\b"
+    r"(?:despejad[oa]|libre|vací[oa]|limpi[oa])|(?:allée|passage|sol|voie)\b.{0,20}\b(?:dégagée?|libre|vide|propre))" + _E +
+    r"|(?:畅通|空无一人|已经干净|很干净)")
 _CLAUSE = re.compile(r"[.;:!?\n。；：！？]+|,|，|、|\s[-–—]\s|\b(?:but|however|although|aber|pero|mais|sino)\b|但是|可是|不过|但")
 _TOKEN = re.compile(r"[\w'’]+")
 
@@ -322,22 +355,43 @@ def _negated(before: str) -> bool:
     return any(t in _NEGATORS or t.endswith("n't") or t.startswith("n'") for t in tokens)
 
 
+_SENTENCE = re.compile(r"[.;!?\n。；！？]+")
+
+
+def _clause_hazards(clause: str, sentence: str) -> list[HazardMatch]:
+    disregard = bool(_DISREGARD_RE.search(clause))
+    if _RESOLVED_RE.search(clause) and not disregard:
+        return []
+    found = []
+    for kind, sev, rx in _COMPILED:
+        for m in rx.finditer(clause):
+            if not disregard and _negated(clause[:m.start()]):
+                continue
+            if m.group(0) == _STILL_PERSON and _MACHINE.search(sentence) and not _PERSON.search(sentence):
+                continue
+            found.append(HazardMatch(kind, sev, m.group(0)))
+            break
+    return found
+
+
+def _clear_now(clause: str) -> bool:
+    """The clause says the way is clear now (and negates nothing of it)."""
+    return bool(_CLEAR_NOW.search(clause)) and not any(
+        t in _NEGATORS or t.endswith("n't") for t in _TOKEN.findall(clause))
+
+
 def scan(text: str) -> list[HazardMatch]:
     """Hazard terms of ``text`` that are neither negated nor said to be over."""
+    norm = normalise(text or "")
+    clauses = [(c, sent) for sent in _SENTENCE.split(norm) for c in _CLAUSE.split(sent) if c and c.strip()]
+    hits = [_clause_hazards(c, sent) for c, sent in clauses]
+    disregard = bool(_DISREGARD_RE.search(norm))
     found: list[HazardMatch] = []
-    for clause in _CLAUSE.split(normalise(text or "")):
-        if not clause or not clause.strip():
-            continue
-        disregard = bool(_DISREGARD_RE.search(clause))
-        resolved = bool(_RESOLVED_RE.search(clause)) and not disregard
-        if resolved:
-            continue
-        for kind, sev, rx in _COMPILED:
-            for m in rx.finditer(clause):
-                if not disregard and _negated(clause[:m.start()]):
-                    continue
-                found.append(HazardMatch(kind, sev, m.group(0)))
-                break
+    for i, (clause, _) in enumerate(clauses):
+        if hits[i] and not disregard and _PAST.search(clause) and not _ONGOING.search(clause) and any(
+                not hits[j] and _clear_now(clauses[j][0]) for j in range(i + 1, len(clauses))):
+            continue  # over: it happened before, and the report says the way is clear now
+        found.extend(hits[i])
     return found
 
 
