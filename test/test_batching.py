@@ -212,7 +212,8 @@ def test_service_serves_concurrent_requests_in_slots(model_path):
     service.start()
     try:
         assert service.scheduler.slots == 3 and service.status().slots == 3
-        raws = [{"request_id": f"s{i}", "query": q, "state": {"speed_mps": s.speed_mps}}
+        # a deadline no host misses: the test is about slots, not speed (a slow host took > 15 s)
+        raws = [{"request_id": f"s{i}", "query": q, "state": {"speed_mps": s.speed_mps}, "deadline_ms": 600_000}
                 for i, (q, _, s, _) in enumerate([REQUESTS[0], REQUESTS[3]] * 2 + [REQUESTS[3]])]
         with ThreadPoolExecutor(len(raws)) as pool:
             answers = list(pool.map(lambda raw: service.ask(raw, 600), raws))
