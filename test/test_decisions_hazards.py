@@ -193,7 +193,12 @@ STILL_THERE = ["Since this morning there is a leak here, but the lane is open.",
                "A pallet fell here an hour ago, ignore it, the aisle is clear.",
                "A man is lying by the robot charger, not moving.",
                "The forklift driver is slumped in his seat, not moving.", "Someone by the conveyor, not moving.",
-               "Earlier a shelf collapsed; the aisle is not clear."]
+               "Earlier a shelf collapsed; the aisle is not clear.",
+               "Hier ist Öl ausgelaufen, aber der Gang ist jetzt frei.",
+               "An hour ago a pipe burst and water is pouring onto the floor, but the lane is open now.",
+               "Yesterday a rack collapsed in aisle 7, but aisle 3 is clear.",
+               "As reported earlier, smoke is coming from the charger, but the lane is open now.",
+               "Yesterday a pallet fell and there is broken glass everywhere; the aisle is open now."]
 
 
 @pytest.mark.parametrize("text", MAY_COME_DOWN + STILL_THERE)

@@ -306,20 +306,21 @@ _DISREGARD = (_words(
     "ignorier\\w*", "trotz", "ignora\\w*", "ignore[rz]?", "malgré",
 )) + r"|(?:忽略|无视|不要管|别管|不用管)"
 _DISREGARD_RE = re.compile(_DISREGARD)
-# a hazard placed in the past ("yesterday a box fell here") is over when a later clause
-# says the way is clear now; not one said to go on ("since this morning", "still")
+# a hazard placed in the past ("yesterday a box fell here") is over when a later clause says
+# the way is clear now ("but today the aisle is empty"): both times named. Not a hazard said to
+# go on ("since this morning", "still", "water is pouring", "there is glass").
 _PAST = re.compile(_W + r"(?<!since )(?<!seit )(?<!desde )(?<!depuis )(?:yesterday|last (?:night|week|weekend|shift|month)|"
-                   r"earlier(?: today| this morning)?|this morning|previously|(?:an?|one|two|three|a few|several|\d+) "
-                   r"(?:minutes?|hours?|days?|weeks?) ago|gestern|ayer|hier|la semana pasada|la semaine dernière)" + _E +
-                   r"|(?:昨天|上周|之前)")
-_ONGOING = re.compile(_W + r"(?:still|again|keeps?|ongoing|continu\w*|noch|immer noch|todavía|sigue|toujours|encore)" + _E +
-                      r"|(?:仍然|还在|依然)")
+                   r"this morning|(?:an?|one|two|three|a few|several|\d+) (?:minutes?|hours?|days?|weeks?) ago|gestern|"
+                   r"letzte woche|ayer|la semana pasada|la semaine dernière)" + _E + r"|(?:昨天|上周)")
+_ONGOING = re.compile(_W + r"(?:still|again|keeps?|ongoing|continu\w*|(?:is|are|'s|'re) \w+ing|there (?:is|are|'s)|noch|"
+                      r"immer noch|todavía|sigue|toujours|encore)" + _E + r"|(?:仍然|还在|依然)")
 _CLEAR_NOW = re.compile(
     _W + r"(?:(?:aisle|lane|path|way|floor|route|corridor|area|hall|passage|everything|it)\b.{0,25}\b"
     r"(?:is|are|'s|looks?|stays?|now)\b.{0,20}\b(?:clear|empty|free|open|spotless|dry|clean|tidy|deserted)|all clear|"
     r"nothing (?:is )?in the way|(?:gang|weg|boden)\b.{0,20}\b(?:frei|leer|sauber)|(?:pasillo|camino|suelo)\b.{0,20}\b"
     r"(?:despejad[oa]|libre|vací[oa]|limpi[oa])|(?:allée|passage|sol|voie)\b.{0,20}\b(?:dégagée?|libre|vide|propre))" + _E +
     r"|(?:畅通|空无一人|已经干净|很干净)")
+_NOW = re.compile(_W + r"(?:now|today|jetzt|heute|ahora|hoy|maintenant|aujourd'hui)" + _E + r"|(?:现在|今天)")
 _CLAUSE = re.compile(r"[.;:!?\n。；：！？]+|,|，|、|\s[-–—]\s|\b(?:but|however|although|aber|pero|mais|sino)\b|但是|可是|不过|但")
 _TOKEN = re.compile(r"[\w'’]+")
 
@@ -376,7 +377,7 @@ def _clause_hazards(clause: str, sentence: str) -> list[HazardMatch]:
 
 def _clear_now(clause: str) -> bool:
     """The clause says the way is clear now (and negates nothing of it)."""
-    return bool(_CLEAR_NOW.search(clause)) and not any(
+    return bool(_CLEAR_NOW.search(clause)) and bool(_NOW.search(clause)) and not any(
         t in _NEGATORS or t.endswith("n't") for t in _TOKEN.findall(clause))
 
 
