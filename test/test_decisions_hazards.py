@@ -209,3 +209,33 @@ def test_loads_that_may_come_down_and_hazards_still_there_halt(text):
 @pytest.mark.parametrize("text", OVER_OR_HARMLESS)
 def test_hazards_that_are_over_and_still_machines_raise_nothing(text):
     assert scan(text) == [], (text, scan(text))
+
+
+# A fourth batch: things lying across or reaching into the way, goods on the floor in front of
+# the robot, hanging obstructions, work under way, sprinklers released, being told to make way,
+# inflected German participles; and a vehicle that drove away.
+IN_THE_WAY = ["A hand truck is left sideways across the cross-aisle.", "A broom handle sticks out into my lane.",
+              "Loose boxes all over the floor near rack D.", "Two crates are on the floor right in front of me.",
+              "A chain is dangling from the mezzanine.", "A strap hangs at sensor height across the opening.",
+              "The racking in bay 4 is being repaired.", "Electricians working at height above the lane.",
+              "The sprinkler system activated in zone B.", "Make way, the tugger train is coming through!",
+              "The driver yelled at me to get out of his way.", "Ein heruntergefallener Karton liegt quer im Weg.",
+              "Da steht ein umgestürzter Gitterwagen.", "Radio: the supervisor wants everyone to wait here."]
+NOT_IN_THE_WAY = ["The forklift drove off toward the yard; the lane is empty now.",
+                  "The tugger that was parked here has pulled away, the aisle is clear.",
+                  "A coffee cup sits on a shelf at head height, the floor is clear.",
+                  "Packing tables are across from the elevator, nothing in the lane.",
+                  "The boxes are on the floor of the truck, not in the warehouse.",
+                  "Sprinkler heads were inspected last week.",
+                  "The supervisor says there is no need to wait, the lane is clear.",
+                  "Dispatch radioed: skip the stop at the gate today."]
+
+
+@pytest.mark.parametrize("text", IN_THE_WAY)
+def test_things_in_the_way_and_making_way_halt(text):
+    assert severity(scan(text)) == HALT, (text, scan(text))
+
+
+@pytest.mark.parametrize("text", NOT_IN_THE_WAY)
+def test_things_out_of_the_way_raise_nothing(text):
+    assert scan(text) == [], (text, scan(text))

@@ -41,6 +41,9 @@ _UNSTABLE = (r"(?:leaning|leans|overhanging|overhangs|(?:hanging|hangs) (?:out|o
              r"come down|give way|collapse))")
 _STRUCTURE = r"(?:racks?|racking|uprights?|beams?|shel(?:f|ves|ving))"
 _DAMAGED = r"(?:bent|buckled|damaged|cracked|twisted|bowed|sagging|dented)"
+# where a thing is in the robot's way
+_IN_THE_WAY = (r"(?:ahead|in front|right in front|before me|in (?:my|the) (?:lane|aisle|path|way|route)|"
+               r"of the (?:lane|aisle|path))")
 # liquids, and what a liquid on the floor does
 _LIQUID = (r"(?:water|liquid|fluids?|paint|glue|chemicals?|cleaner|detergent|bleach|milk|juice|syrup|beer|"
            r"wine|soda|honey|sauce|resin|solvent|ink)")
@@ -96,10 +99,12 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
         r"(?:load|pallet|stack|shelf|shelving|rack|racking) (?:fell|came down|gave way|slid|shifted)", r"dropped\b.{0,20}\b(?:floor|ground|lane|aisle|path|way)",
         r"about to (?:fall|topple|tip over|come down|give way|collapse)",
         _GOODS + r"\b.{0,40}\b" + _FALLING, _GOODS + r"\b.{0,40}\b" + _UNSTABLE,
+        _GOODS + r"\b.{0,40}\b(?:on|all over|across) the (?:floor|ground)\b.{0,6}" + _IN_THE_WAY,
+        _GOODS + r"\b.{0,40}\b(?:all over|across) the (?:floor|ground)",
         _STRUCTURE + r"\b.{0,20}\b(?:is |are |looks |was )?" + _DAMAGED, _DAMAGED + r" (?:\w+ )?" + _STRUCTURE,
         # de
-        "gefallen", "umgefallen", "heruntergefallen", "runtergefallen", "herabgefallen", "umgestürzt",
-        "umgekippt", "eingestürzt", "verstreut", "trümmer", "scherben", "umgestoßen", r"(?:herunter|ab)?gerutscht",
+        "gefallen", r"umgefallen\w*", r"heruntergefallen\w*", "runtergefallen", "herabgefallen", r"umgestürzt\w*",
+        r"umgekippt\w*", r"eingestürzt\w*", r"verstreut\w*", "trümmer", "scherben", "umgestoßen", r"(?:herunter|ab)?gerutscht",
         r"droht (?:umzukippen|herunterzufallen|zu fallen|einzustürzen)", "wackelt", "hängt über", r"ragt\b.{0,20}\bin den gang",
         # es
         r"caíd[oa]s?", "cayeron", "cayó", r"volcad[oa]s?", r"derrumbad[oa]s?", r"esparcid[oa]s?",
@@ -144,6 +149,7 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
         r"(?:battery|batteries|pack|cell|cells|cable|charger)\b.{0,20}\b(?:swelling|swollen|bulging|hissing|melting|melted)", r"evacuat\w*" + _NOT_A_HAZARD_NOUN,
         "overheating", r"scorch\w*",
         r"(?:alarm|siren|detector)s?\b.{0,20}\b(?:sounding|going off|went off|goes off|ringing|blaring|wailing|triggered)",
+        r"sprinklers?\b.{0,20}\b(?:went off|going off|goes off|gone off|came on|coming on|activated|triggered|spraying)",
         # de
         "rauch", "qualm", "brandgeruch", "brennt", r"feuer(?!(?:löscher|tür|schutz|wehr))", "flammen", "funken",
         "funkenflug", "verbrannt", "schwelbrand", "feueralarm", "brandalarm", r"evakuier\w*", r"überhitz\w*",
@@ -181,7 +187,8 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
         r"(?<!i'm )(?<!i am )(?<!we're )(?<!we are )approaching", r"no sign of (?:stopping|yielding|slowing)",
         r"(?:won't|doesn't|does not|will not) (?:stop|yield|slow)",
         r"(?:approaching|coming) (?:me|us|the robot|fast|quickly)", "bearing down", r"heading (?:for|straight for) me",
-        r"speeding (?:toward|towards|down|through)",
+        r"speeding (?:toward|towards|down|through)", "coming through", "make way",
+        r"(?:get|move|stay) out of (?:the|his|her|their|its) way",
         r"(?:heading|coming|driving|moving|rolling|running|rushing|racing) (?:right |straight )?(?:my way|at me|for me)",
         r"(?:rolling|driving|moving|coming|running|sliding|drifting) (?:toward|towards) (?:me|the robot|us)",
         # de
@@ -209,11 +216,19 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
         r"(?:aisle|lane|path|route|corridor|passage)\b.{0,15}\bfull of",
         r"(?:stands?|standing|parked|left|sits|sitting|placed|dumped|abandoned)\b.{0,12}\b(?:in|on) "
         r"(?:the|my|this) (?:aisle|lane|path|route|way|corridor|passage)(?! (?:racks?|racking|shelves|shelving|bays?|locations?))",
+        r"(?:sticks?|sticking|juts?|jutting|protrud\w*|extends?|extending|reach(?:es|ing)?) (?:out )?(?:into|across|over) "
+        r"(?:the|my|this) (?:aisle|lane|path|route|way|corridor|passage)",
+        r"(?:parked|lying|lies|left|stuck|standing|stands|sits|sitting|wedged|jammed|turned|skewed) "
+        r"(?:sideways |crosswise |diagonally )?across(?! from)",
+        "dangling", "low-hanging", r"at (?:bumper|sensor|lidar) height",
+        r"(?:is|are) being (?:dismantled|installed|repaired|rebuilt|assembled|erected|welded|demolished|replaced|refitted)",
+        r"work(?:ing)? at height",
         r"off[- ]limits", "work zone", r"(?:maintenance|repairs?|works?) in progress", "under maintenance",
         "deadlock", "deadlocked", r"e-?stopped",
         # de
         "blockiert", "versperrt", "gesperrt", "verstellt", "hindernis", "hindernisse", "steckt fest",
         "festgefahren", "liegengeblieben", "störung", "defekt", "im weg", r"quer (?:über|auf|im|in)",
+        r"(?:liegt|liegen|steht|stehen)\b.{0,40}\bquer",
         "wartungsarbeiten", "nicht betreten",
         # es
         r"bloquead[oa]s?", "bloquea", r"obstruid[oa]s?", r"obstáculos?", r"atascad[oa]s?",
@@ -235,7 +250,7 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
         r"do not (?:move|proceed|enter|go)", r"don't (?:move|proceed|enter|go)",
         r"stay (?:where you are|put|back|clear)", "stand still", "wait for clearance",
         r"(?:dispatch|dispatcher|supervisor|control|operator|radio|foreman|shift lead)\b.{0,40}\b"
-        r"(?:stop|halt|hold|wait|freeze|stand by)",
+        r"(?<!need to )(?<!not )(?<!n't )(?<!no )(?<!never )(?<!skip the )(?<!skip )(?:stop|halt|hold|wait|freeze|stand by)",
         # de
         "stopp", "anhalten", r"stehen ?bleiben", "position halten", r"nicht (?:weiterfahren|einfahren)",
         "notaus", "not-aus", "nothalt", r"alle\b.{0,20}\b(?:halten|stoppen|warten)", "sofort anhalten",
@@ -285,8 +300,10 @@ _HYPOTHETICAL = re.compile(r"(?:\bin (?:the )?case of|\bin the event of|\ben cas
 _CJK_NEGATION = re.compile(r"(?:没有|没|无|不|未|别|并无)[^，。；！？,.;!?]{0,3}$")
 # the hazard is over (anywhere in the clause)
 _RESOLVED = (_words(
-    "cleared", "cleaned up", "cleaned", "mopped up", "removed", "gone", "has left", "have left",
-    "already left", "moved away", "moved on", "no longer", "fixed", "repaired", "reopened",
+    # done, not under way ("is being repaired" is work in progress)
+    r"(?<!being )(?:cleared|cleaned up|cleaned|mopped up|removed|fixed|repaired)", "gone", "has left", "have left",
+    "already left", "moved away", "moved on",
+    r"(?:has|have|had) (?:driven|pulled|rolled|backed) (?:off|away)", r"drove (?:off|away)", "no longer", "reopened",
     "resolved", "picked up", "put away", "tidied", "all clear",
     # taken out of the way: "the pallet that was blocking the lane has been moved to storage"
     # (not "moved into the lane": the place it went must not be the way)
