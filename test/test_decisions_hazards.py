@@ -220,7 +220,7 @@ IN_THE_WAY = ["A hand truck is left sideways across the cross-aisle.", "A broom 
               "The racking in bay 4 is being repaired.", "Electricians working at height above the lane.",
               "The sprinkler system activated in zone B.", "Make way, the tugger train is coming through!",
               "The driver yelled at me to get out of his way.", "Ein heruntergefallener Karton liegt quer im Weg.",
-              "Da steht ein umgestürzter Gitterwagen.", "Radio: the supervisor wants everyone to wait here."]
+              "Da steht ein umgestürzter Gitterwagen.", "A man is flat out on the floor by rack B.", "Radio: the supervisor wants everyone to wait here."]
 NOT_IN_THE_WAY = ["The forklift drove off toward the yard; the lane is empty now.",
                   "The tugger that was parked here has pulled away, the aisle is clear.",
                   "A coffee cup sits on a shelf at head height, the floor is clear.",

@@ -45,7 +45,7 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
                       r"command|instruction|update)\b|\b(?:developer|god|unrestricted|jailbreak|dan) mode\b|"
                       r"\b(?:you are|you're|enter|entering|enable|switch(?:ed)? to|activate|engage|go into)\b.{0,10}"
                       r"\b(?:maintenance|test|debug|admin|override|pilot) mode\b|\bjailbreak|\bnew (?:instructions?|rules?|polic(?:y|ies)|"
-                      r"target|orders? for (?:the )?robots?)\b|\b(?:your|the) (?:rules|instructions) (?:are|were)\b|"
+                      r"target|orders? for (?:the )?robots?)\b|\boverride (?:accepted|granted|approved|confirmed|active|enabled)\b|\b(?:your|the) (?:rules|instructions) (?:are|were)\b|"
                       r"\boverride\s*:|\b\w+_override\b"),
     ("role_play", r"\byou are now\b|\bfrom now on\b|\bact as\b|\bpretend (?:to be|you are|you're|that)\b|"
                   r"\brole[- ]?play\b|\bstay in character\b|\blet'?s play a game\b|\bplay the role\b|"
@@ -53,8 +53,8 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     ("dictated_output", r"[\"']action[\"']\s*:|\baction\s*=\s*\w|\btarget\s*[=:]\s*\w|\bgo_to\b|\bslow_down\b|"
                         r"\b(?:reply|respond|answer|output|return|print|always pick|always choose|always answer|"
                         r"always reply|say|choose|pick|select)\b.{0,20}\b" + _ACTIONS + r"\b"),
-    ("dictated_speed", r"\b(?:full|top|max|maximum|highest) speed\b|\bfloor it\b|\bflat out\b|"
-                       r"\b(?:set|raise|increase|go|drive|run|move|use)\b.{0,20}\b\d+(?:\.\d+)?\s*(?:m/s|mps|meters? per second)"
+    ("dictated_speed", r"\b(?:full|top|max|maximum|highest) speed\b|\bfloor it\b|\bflat out\b(?! (?:on|across|in) (?:the|a) )|"
+                       r"\b(?:set|raise|increase|go|drive|run|move|use|proceed|travel|head|come)\b.{0,20}\b\d+(?:\.\d+)?\s*(?:m/s|mps|meters? per second)"
                        r"|\bspeed[_ ]?(?:mps)?[_ ]?(?:override|limit)?(?:_mps)?[\"']?\s*[=:]\s*\d"
                        r"|\b(?:no|without|never|don't|do not|not) (?:slowing|slow(?:ing)? down|brak(?:e|ing)|"
                        r"stopping|yield(?:ing)?)\b|\bnever (?:stop|slow|brake|yield)s?\b"
@@ -68,7 +68,10 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
      r"|\bre-?task\w*|\bnew (?:job|task|mission|destination|goal)\b|\bcharger[ _]assignment\b"
      r"|\b(?:skip|forget|drop|cancel) (?:the |your )?(?:goal|charger|task|planner|job)\b"
      r"|\bplanner (?:made a mistake|is wrong|got it wrong)\b"
-     r"|\b(?:go|drive|head|proceed|swing by|dock|charge)\b.{0,40}\binstead\b|\bbefore anything else\b"),
+     r"|\b(?:go|drive|head|proceed|swing by|dock|charge)\b.{0,40}\binstead\b|\bbefore anything else\b"
+     r"|\b(?:need|needs|want|wants) you\b.{0,40}\binstead\b|\bnew route\b|\breroute everything\b"
+     r"|\b(?:goal|task|job|mission|order|run)s? (?:is |are |has been |have been |was |were )?(?:cancell?ed|called off|scrapped|void)\b"
+     r"|\bforget (?:about )?(?:the )?(?:aisle|dock|bay|loading|packing|elevator|lift|station|zone|destination|target)\b"),
     # told to disregard people or vehicles, or that they will yield: pressure to drive on
     ("rule_override",
      r"\b(?:never mind|don't mind|do not mind|don't worry about|do not worry about|no need to worry about|"
