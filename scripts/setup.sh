@@ -32,8 +32,11 @@ python -c "import rclpy, numpy, yaml, onnxruntime"
 done_step
 
 step "llama-cpp-python $LLAMA_CPP_PYTHON_VERSION (wheel cache: $QLN_CACHE/wheels)"
-# The build uses -march=native: key the cached wheel by CPU flags and build flags.
+# The build uses -march=native: key the cached wheel by CPU flags, build flags and the patches
+# (scripts/patch_llama_cpp.py: 2-3 row decode batches round like single rows, for exact
+# jump-forward).
 FP=$( (echo "$LLAMA_CPP_PYTHON_VERSION $LLAMA_CMAKE_ARGS $("$PY" -c 'import sys;print(sys.version_info[:2])')"; \
+       sha256sum "$ROOT/scripts/patch_llama_cpp.py" | cut -d' ' -f1; \
        grep -m1 -E '^(flags|Features)' /proc/cpuinfo || uname -m) | sha256sum | cut -c1-16)
 WHEEL_DIR="$QLN_CACHE/wheels/llama-cpp-python-$FP"
 if python -c "import llama_cpp,sys; sys.exit(0 if llama_cpp.__version__=='$LLAMA_CPP_PYTHON_VERSION' else 1)" 2>/dev/null \
@@ -41,12 +44,17 @@ if python -c "import llama_cpp,sys; sys.exit(0 if llama_cpp.__version__=='$LLAMA
   echo "    installed"
 else
   if ! ls "$WHEEL_DIR"/llama_cpp_python-*.whl >/dev/null 2>&1; then
-    echo "    building from source (about 15-20 min on 2 cores; cached afterwards)"
+    echo "    building from the patched sdist (about 10-20 min on 2 cores; cached afterwards)"
     mkdir -p "$WHEEL_DIR"
+    SDIST_TMP="$(mktemp -d)"
+    pip download -q --no-deps --no-binary :all: -d "$SDIST_TMP" "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" 2>&1 \
+      | grep -v -E "^WARNING: Location .* is ignored" || true
+    tar -xzf "$SDIST_TMP"/llama_cpp_python-"$LLAMA_CPP_PYTHON_VERSION".tar.gz -C "$SDIST_TMP"
+    python "$ROOT/scripts/patch_llama_cpp.py" "$SDIST_TMP/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION"
     CMAKE_ARGS="$LLAMA_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
-      pip wheel -q --no-deps --no-binary llama-cpp-python -w "$WHEEL_DIR.tmp" \
-      "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
+      pip wheel -q --no-deps -w "$WHEEL_DIR.tmp" "$SDIST_TMP/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION"
     mv "$WHEEL_DIR.tmp"/llama_cpp_python-*.whl "$WHEEL_DIR"/ && rmdir "$WHEEL_DIR.tmp"
+    rm -rf "$SDIST_TMP"
   fi
   pip install -q --no-deps --force-reinstall "$WHEEL_DIR"/llama_cpp_python-*.whl
   echo "$FP" > "$VENV/.llama-fp"

@@ -3,7 +3,9 @@
 - the grammar probe finds exactly the text the decision grammar forces (keys, punctuation,
   the rest of a unique enum value, the end);
 - "exact" mode is byte-identical to step-by-step decoding (texts, token counts, finish
-  reasons, streamed partial texts) and saves decode steps;
+  reasons, streamed partial texts) and saves decode steps: it batches forced tokens only as far
+  as this build rounds a batch like single rows, which the project's patched wheel does up to
+  3 rows (``LlamaEngine.exact_rows``);
 - "on" mode evaluates forced spans in batches, keeps only tokens the constrained greedy choice
   agrees with, streams once per token and leaves the KV cache consistent;
 - the speculative decoder uses the same loop.
@@ -14,7 +16,7 @@ import pytest
 
 from quant_llm_node.config import EngineConfig
 from quant_llm_node.engine.llama_engine import (
-    EngineSettings, LlamaEngine, jump_forward_mode)
+    EXACT_ROWS_PROBED, EngineSettings, LlamaEngine, jump_forward_mode)
 from quant_llm_node.engine.speculative import SpeculativeDecoder
 from quant_llm_node.reasoning.schema import DecisionSchema
 from quant_llm_node.reasoning.task import DecisionTask, load_map
@@ -135,7 +137,9 @@ def test_exact_mode_is_byte_identical_to_step_by_step_and_saves_steps(engine, ta
             off.text, off.completion_tokens, off.finish_reason)
         assert seen_ex == seen_off  # the same partial texts, once per token
         assert off.finish_reason == "stop" and off.decode_calls == off.completion_tokens
-        assert ex.decode_calls <= off.decode_calls - 1 and ex.forced_drafted == 0
+        # forced tokens ride along in batches no larger than the exact rows
+        assert max(ex.batch_sizes) <= engine.exact_rows() == EXACT_ROWS_PROBED
+        assert ex.forced_tokens >= 5 and ex.decode_calls <= off.decode_calls - 5
         task.decide(ex.text, NavRequest("r", "q"))  # parses
         assert engine.kv_pos_max() == engine.n_tokens - 1
 
@@ -261,3 +265,25 @@ def test_corpus_bench_compares_every_mode_with_step_by_step(engine, task, tmp_pa
     md = jump_bench.markdown({"model": "m", "time": "t", "cpu": "c", "threads": 1, "loadavg_start": [0],
                               "loadavg_end": [0], "duration_s": 1.0}, [res])
     assert "| scenarios.yaml | on | 2 |" in md
+
+
+def test_the_projects_build_rounds_small_batches_like_single_rows(engine, decision):
+    """The wheel scripts/setup.sh builds (scripts/patch_llama_cpp.py) gives 2- and 3-row batches
+    the logits of single steps, at the cached prefix's depth; the probe leaves the cache as it
+    was. A fresh engine probes lazily, on its first generation with something cached."""
+    _, prefix = decision
+    engine.warm(prefix)
+    before = (engine.n_tokens, engine.kv_pos_max(), engine.cached_tokens())
+    assert engine.exact_rows() == EXACT_ROWS_PROBED
+    assert (engine.n_tokens, engine.kv_pos_max(), engine.cached_tokens()) == before
+    fresh = LlamaEngine(engine.settings)
+    fresh.load(verify_checksum=False)
+    try:
+        assert fresh.exact_rows() == 1 and fresh._exact_rows is None  # nothing cached: not probed yet
+        yes_no = 'root ::= "yes" | "no"'
+        fresh.generate("Say yes.", 2, yes_no)
+        assert fresh._exact_rows is None
+        fresh.generate("Say yes.", 2, yes_no)  # the previous prompt is cached now
+        assert fresh.exact_rows() == EXACT_ROWS_PROBED
+    finally:
+        fresh.close()

@@ -70,8 +70,10 @@ class EngineConfig:
                "id) in one batched llama_decode instead of one step per token, about 20 of a "
                "decision's ~29 decode steps saved; not guaranteed byte-identical to step-by-step "
                "decoding on CPU, where batched kernels round differently and a near-tie can flip "
-               "(1 of 12 public scenarios changed its target here). false keeps step-by-step "
-               "decoding and skips only the grammar's forced end, which changes no byte")
+               "(1 of 12 public scenarios changed its target here). false (exact) changes no "
+               "byte: it skips the grammar's forced end, and batches forced tokens only into "
+               "batches of at most LlamaEngine.exact_rows() rows, which round exactly like single "
+               "steps (3 with the wheel scripts/setup.sh builds; probed at load, 1 elsewhere)")
     n_parallel: int = setting(
         1, "requests decoded together as sequences of one llama_decode batch, sharing the "
            "cached static prefix (continuous batching); 1 = one request at a time. The KV cache "

@@ -10,8 +10,9 @@ callback; a sequence that ends frees its slot at once, and a waiting request joi
 step (continuous batching, as llama.cpp's server does with ``-np``).
 
 Per sequence the loop is the engine's step-by-step loop (``LlamaEngine.generate`` with
-jump-forward "exact" or "off"): the same choices in the same order, and the grammar's forced end
-is skipped the same way. With one sequence running, every step is a single-row decode as in the
+jump-forward "off"): the same choices in the same order; with "exact" or "on" only the grammar's
+forced end is skipped, as the engine does (forced tokens are not batched into a step that other
+sequences share). With one sequence running, every step is a single-row decode as in the
 plain loop; when several share a step, llama.cpp's CPU kernels round a multi-row batch
 differently from a single row (see llama_engine's docstring), so a near tie can flip.
 

@@ -27,7 +27,12 @@ over the 256 single-byte tokens, walked while exactly one byte is possible).
 - "exact" (setting false): when nothing but one forced byte and the end of generation can
   follow, that byte is committed and generation ends without evaluating the last tokens;
   step-by-step decoding could only have produced the same token and then end-of-generation,
-  so not a byte changes (2 decode steps saved per decision).
+  so not a byte changes (2 decode steps saved per decision). And forced spans are batched as
+  "on" does, but only into batches of at most ``exact_rows()`` rows: the most rows for which
+  this build's kernels give, bitwise, the logits of single steps (probed once per load, at the
+  cached prefix's depth; 1 = none, then every step is single). The wheel built by
+  scripts/setup.sh (scripts/patch_llama_cpp.py) routes 2-3 row batches through the single-row
+  kernels, so there it is 3; an unpatched CPU build gives 1.
 - "on" (setting true): every forced span (JSON keys and punctuation, the rest of an enum value
   once its prefix is unique) is tokenized and appended as a draft to the pending token; the
   batch is evaluated in ONE ``llama_decode`` with logits for every row, and each draft token is
@@ -150,6 +155,10 @@ class EngineReport:
 
 
 FORCED_MAX_TOKENS = 24  # most grammar-forced tokens verified in one batch
+# Most rows an "exact" batch may have: the probe stops there (from 4 rows the CPU backend's
+# repacked Q4_K gemm takes over, which rounds otherwise; measured by decode_bench --rows).
+EXACT_ROWS_PROBED = 3
+_PROBE_TEXT = '{"action": "stop", "reason": "probe"}'
 
 # Jump-forward modes (generate's ``jump_forward``; the setting's True/False are "on"/"exact").
 JF_OFF = "off"      # step by step: one llama_decode per token (the reference)
@@ -241,6 +250,7 @@ class LlamaEngine:
         self._views: dict[int, "np.ndarray"] = {}
         self._pieces: dict[int, bytes] = {}
         self._bytes_table: Optional[list[int]] = None
+        self._exact_rows: Optional[int] = None
 
     # ---- lifecycle -------------------------------------------------------------------------
     @computes
@@ -279,6 +289,7 @@ class LlamaEngine:
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self._n_ctx, self._n_vocab = llm.n_ctx(), llm.n_vocab()
         self._batch = _Batch(max(1, min(s.n_batch, self._n_ctx)))
+        self._exact_rows = None
         load_ms = (time.perf_counter() - t0) * 1e3
         n_layers = int(self.info.arch_value("block_count", 0) or 0)
         supported = bool(llama_cpp.llama_supports_gpu_offload())
@@ -573,7 +584,47 @@ class LlamaEngine:
         _, rest = self.prepare(tokens + [tokens[-1]])
         if len(rest) > 1:
             self.eval(rest[:-1])
+        self.exact_rows()  # probed at the depth decisions decode at
         return (time.perf_counter() - t0) * 1e3
+
+    @computes
+    def exact_rows(self) -> int:
+        """The most rows one ``llama_decode`` may have and still give, bitwise, the logits of
+        its tokens decoded one by one (1: only single steps are exact). Probed once per load
+        after the cached tokens (which it leaves as they are; the last logits are not kept),
+        up to ``EXACT_ROWS_PROBED``; 1 while nothing is cached yet."""
+        self._require()
+        if self._exact_rows is None and self.n_tokens > 0:
+            self._exact_rows = self._probe_exact_rows(EXACT_ROWS_PROBED)
+        return self._exact_rows or 1
+
+    def _probe_exact_rows(self, most: int) -> int:
+        import numpy as np
+        base = self.n_tokens
+        if most < 2 or base + most >= self._n_ctx:
+            return 1
+        probe = (self.tokenize(_PROBE_TEXT, False, False) * most)[:most]
+        cached = self._llm.input_ids[base:base + most].copy()
+        try:
+            single = []
+            for t in probe:
+                self.decode((t,), False)
+                single.append(self.logits(-1).copy())
+            self.truncate(base)
+            rows = 1
+            for k in range(2, most + 1):
+                self.decode(probe[:k], True)
+                same = all(np.array_equal(self.logits(i), single[i]) for i in range(k))
+                self.truncate(base)
+                if not same:
+                    break
+                rows = k
+            return rows
+        except EngineError:
+            self.reset_cache()
+            return 1
+        finally:
+            self._llm.input_ids[base:base + most] = cached  # bookkeeping beyond n_tokens as it was
 
     # ---- generation ------------------------------------------------------------------------
     @computes
@@ -602,8 +653,11 @@ class LlamaEngine:
         sampler = self.sampler(grammar, temperature)
         greedy = sampler.greedy
         mode = jump_forward_mode(self.settings.jump_forward if jump_forward is None else jump_forward)
-        batch_forced = mode == JF_ON
         forcing = bool(mode != JF_OFF and grammar and greedy)
+        # forced spans in batches: "on" up to FORCED_MAX_TOKENS drafts, "exact" only as many
+        # as keep a batch within the rows that round exactly like single steps
+        most_drafts = FORCED_MAX_TOKENS if mode == JF_ON else (self.exact_rows() - 1 if forcing else 0)
+        batch_forced = most_drafts > 0
         if forcing:
             forcing = sampler.enable_forcing(self.byte_tokens(), self.eog_token())
         if not greedy:
@@ -668,7 +722,7 @@ class LlamaEngine:
                                 finish = FINISH_LENGTH
                         break
                     if batch_forced and span and room > 0:
-                        drafts = self.tokenize(span, False, False)[:min(room, FORCED_MAX_TOKENS)]
+                        drafts = self.tokenize(span, False, False)[:min(room, most_drafts)]
                         forced = bool(drafts)
                 if hist is not None:
                     hist.append(pending)
