@@ -213,7 +213,8 @@ def test_hazards_that_are_over_and_still_machines_raise_nothing(text):
 
 # A fourth batch: things lying across or reaching into the way, goods on the floor in front of
 # the robot, hanging obstructions, work under way, sprinklers released, being told to make way,
-# inflected German participles; and a vehicle that drove away.
+# inflected German participles, a person flat out on the floor, a radio order to wait; and a
+# vehicle that drove away, "no need to wait" and "skip the stop" (no hazard, no order).
 IN_THE_WAY = ["A hand truck is left sideways across the cross-aisle.", "A broom handle sticks out into my lane.",
               "Loose boxes all over the floor near rack D.", "Two crates are on the floor right in front of me.",
               "A chain is dangling from the mezzanine.", "A strap hangs at sensor height across the opening.",

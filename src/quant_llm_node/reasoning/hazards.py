@@ -100,7 +100,7 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
         r"(?:load|pallet|stack|shelf|shelving|rack|racking) (?:fell|came down|gave way|slid|shifted)", r"dropped\b.{0,20}\b(?:floor|ground|lane|aisle|path|way)",
         r"about to (?:fall|topple|tip over|come down|give way|collapse)",
         _GOODS + r"\b.{0,40}\b" + _FALLING, _GOODS + r"\b.{0,40}\b" + _UNSTABLE,
-        _GOODS + r"\b.{0,40}\b(?:on|all over|across) the (?:floor|ground)\b.{0,6}" + _IN_THE_WAY,
+        _GOODS + r"\b.{0,40}\bon the (?:floor|ground)\b.{0,6}" + _IN_THE_WAY,
         _GOODS + r"\b.{0,40}\b(?:all over|across) the (?:floor|ground)",
         _STRUCTURE + r"\b.{0,20}\b(?:is |are |looks |was )?" + _DAMAGED, _DAMAGED + r" (?:\w+ )?" + _STRUCTURE,
         # de
