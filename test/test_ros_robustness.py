@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -116,8 +117,13 @@ def test_node_restart_while_clients_wait(ros, model_path):
     node = NodeProcess("restart").start()
     ros.wait_state(node.name, "active", node)
     client = NavClient(ros.node, node.service, timeout_s=8.0, retries=0)
+    # One answered query first: the client has discovered the service before the node freezes.
+    assert client.query(nav_request("The aisle is clear for 10 m.")).success
     req = nav_request("Describe aisle 7 and aisle 3 in detail.")
     result: dict = {}
+    # Frozen (SIGSTOP), the node cannot answer however fast the host decodes, so the request is
+    # still waiting when the node dies.
+    os.killpg(node.pid, signal.SIGSTOP)
     t = threading.Thread(target=lambda: result.update(r=client.query(req)))
     t.start()
     time.sleep(1.0)
