@@ -13,6 +13,7 @@ from quant_llm_node.bench.scenarios import load_scenarios, raw_request
 from quant_llm_node.paths import repo_root
 
 DEV_CORPUS = "bench/data/corpus/dev.yaml"
+FROZEN_SPLITS = ("test.yaml", "test_fresh.yaml")  # held-out corpus splits: scored, never benchmarked
 
 
 def default_corpus() -> Path:
@@ -42,8 +43,8 @@ def model_cases(path: Path | None = None) -> list[dict[str, Any]]:
     from quant_llm_node.paths import config_dir
     from quant_llm_node.reasoning.task import DecisionTask
     path = Path(path) if path else default_corpus()
-    if path.name == "test.yaml" and path.parent.name == "corpus":
-        raise ValueError("the frozen test split is not for benchmarks: use the dev split")
+    if path.name in FROZEN_SPLITS and path.parent.name == "corpus":
+        raise ValueError("the frozen held-out splits are not for benchmarks: use the dev split")
     cfg = load_config(config_dir() / "robot.yaml")
     task = DecisionTask.from_config(cfg)
     cases = [c for c in load_scenarios(path)["scenarios"] if not c.get("expect_error")]
