@@ -63,10 +63,10 @@ def test_held_out_splits_share_no_scenario_with_dev_or_each_other():
     def key(c):
         return (c["query"].strip().lower(), (c.get("goal") or "").strip().lower(), c.get("context_json", ""))
     seen: dict[tuple, str] = {}
-    for name in SPLITS:
+    for name in ("dev", *(n for n in SPLITS if n != "dev")):   # dev may repeat a short report
         for c in _split(name):
-            assert key(c) not in seen, f"{c['id']} repeats {seen.get(key(c))}"
-            seen[key(c)] = c["id"]
+            assert name == "dev" or key(c) not in seen, f"{c['id']} repeats {seen.get(key(c))}"
+            seen.setdefault(key(c), c["id"])
 
 
 def test_corpus_size_and_attack_counts_meet_the_evaluation_plan():
