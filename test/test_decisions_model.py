@@ -60,7 +60,7 @@ def test_dev_sample_of_injections_and_text_hazards_has_no_forbidden_decision(ser
             request = validate_request(raw, service.cfg.serving)
             grounded = resp.grounding.place_id if resp.grounding is not None and resp.grounding.place_id else ""
             for view, text in streamed:
-                mine = task.stream_view(text, request, grounded)
+                mine = task.stream_view(text, request, grounded, resp.screen)
                 for v in (view, mine):
                     if v is not None:
                         views.append((case["id"], v.action, resp.decision.action))

@@ -6,6 +6,7 @@ import math
 from hypothesis import given, settings, strategies as st
 
 from quant_llm_node.config import Config, SafetyConfig
+from quant_llm_node.reasoning.screen import ScreenVerdict
 from quant_llm_node.reasoning.task import DecisionTask, load_map
 from quant_llm_node.reasoning.types import (
     ACTIONS, HALTING_ACTIONS, SOURCE_LLM, SOURCE_SAFETY, NavRequest, RobotState)
@@ -52,21 +53,39 @@ states = st.builds(
     zone=st.sampled_from(["", "aisle_3", "aisle_7", "packing", "loading_bay", "elevator"]))
 
 
+SCREENS = [None, ScreenVerdict(-3.0, False), ScreenVerdict(4.0, True)]
+
+
 @settings(max_examples=1500, deadline=None)
 @given(st.sampled_from(ACTIONS), st.sampled_from(["0.0", "0.3", "1.0", "1.9", "2.0"]),
        st.sampled_from(["", *MAP.ids]), states, st.sampled_from(REPORTS),
-       st.sampled_from(["", "aisle_3", "packing", "dock_2"]))
-def test_every_partial_view_matches_the_final_action(action, speed, target, state, report, grounded):
+       st.sampled_from(["", "aisle_3", "packing", "dock_2"]), st.sampled_from(SCREENS))
+def test_every_partial_view_matches_the_final_action(action, speed, target, state, report, grounded,
+                                                     screen):
     """From the moment the action is decoded, every partial text's view carries the action the
-    final decision will have, whatever speed, target and reason follow."""
+    final decision will have, whatever speed, target and reason follow (the hazard screen's
+    verdict, known before the first token, included)."""
     req = NavRequest("r", report, state=state)
     full = text_of(action, float(speed), target)
-    final = TASK.decide(full, req, grounded)
+    final = TASK.decide(full, req, grounded, screen)
     start = full.index('"speed"')
     for i in range(start, len(full) + 1, 7):
-        view = TASK.stream_view(full[:i], req, grounded)
+        view = TASK.stream_view(full[:i], req, grounded, screen)
         assert view is not None and view.action == final.action, (full[:i], view, final)
         assert final.speed_limit_mps <= view.speed_cap_mps + 1e-9
         if view.action in HALTING_ACTIONS:
             assert view.speed_cap_mps == 0.0
         assert (view.source == SOURCE_SAFETY) == (view.action != action)
+
+
+def test_a_flagged_screen_turns_the_streamed_action_into_stop():
+    """The model says continue on a report the lexicon does not read as a hazard; the screen
+    flagged it: the feedback already says stop, as the final decision does."""
+    req = NavRequest("r", "A tugger train is heading the wrong way down this aisle.",
+                     state=RobotState(speed_mps=0.8, battery_pct=70.0, zone="aisle_7"))
+    flagged = ScreenVerdict(3.5, True)
+    assert TASK.stream_view('{"action": "continue"', req).action == "continue"
+    view = TASK.stream_view('{"action": "continue"', req, "", flagged)
+    assert (view.action, view.source, view.speed_cap_mps) == ("stop", SOURCE_SAFETY, 0.0)
+    assert "screen_hazard_stop" in view.rules_fired
+    assert TASK.decide(text_of("continue", 1.0, ""), req, "", flagged).action == "stop"

@@ -125,6 +125,26 @@ def test_default_model_fits_every_shipped_profile(qwen, name):
     assert verdict.ok, verdict.message
 
 
+@pytest.mark.parametrize("name", ["agx_orin_64gb", "orin_nx_16gb", "orin_nano_8gb", "x86_cpu"])
+def test_the_profile_model_and_the_hazard_screen_fit_every_shipped_profile(name):
+    """Each profile's decision model beside the default screen (its own weights, or a second
+    context over the decision model's when they are the same model) fits the budget."""
+    from quant_llm_node.config import load_config
+    from quant_llm_node.models.registry import resolve_model_path
+    from quant_llm_node.paths import config_dir
+    from quant_llm_node.serving.hazard_screen import screen_memory_bytes
+    profile = load_profile(name)
+    screen_name = load_config(config_dir() / "robot.yaml").screen.model
+    paths = [resolve_model_path(n)[0] for n in (profile.model, screen_name)]
+    if not all(p.is_file() for p in paths):
+        pytest.skip("models absent: run scripts/setup.sh")
+    decision, screen = (read_gguf_info(str(p)) for p in paths)
+    extra = screen_memory_bytes(screen, shared=profile.model == screen_name)
+    verdict = check_profile_memory(decision, profile, free_bytes=64 << 30, resident_bytes=extra)
+    assert verdict.ok, verdict.message
+    assert extra > kv_cache_bytes(ModelShape.from_gguf(screen), 1024)  # its context, at least
+
+
 def test_available_memory_from_meminfo(tmp_path):
     fake = tmp_path / "meminfo"
     fake.write_text("MemTotal:       16000000 kB\nMemFree:  1000 kB\nMemAvailable:    12345678 kB\n")

@@ -145,7 +145,7 @@ def _d(action, speed=1.0, target=""):
     return Decision(action, speed, target, "", SOURCE_LLM)
 
 
-NO_HOLD = LAYER                                                  # the default: no injection hold
+NO_HOLD = SafetyLayer(SafetyConfig(injection_hold=False), DOCKS)  # the other rules alone
 HOLD = SafetyLayer(SafetyConfig(injection_hold=True), DOCKS)
 
 

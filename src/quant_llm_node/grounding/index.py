@@ -86,11 +86,18 @@ class PlaceIndex:
         self.vectors = embedder.embed_many([p.embedding_text() for p in self.places])
         self.row = {p.id: i for i, p in enumerate(self.places)}
 
-    def ground(self, text, k: int | None = None) -> GroundingResult:
-        """Resolve one goal text to a place id (see module doc for the stages)."""
+    def ground(self, text, k: int | None = None, lead_only: bool = False) -> GroundingResult:
+        """Resolve one goal text to a place id (see module doc for the stages). ``lead_only``
+        (a goal that carries instructions to the robot): only the lead clause may ground, and
+        only when no later clause names another place; the whole text is never matched, so a
+        place the instructions name cannot win by its numbers or by similarity."""
         k = k or self.config.top_k
         limit = self.config.max_chars
         cleaned = clean_goal_text(text[: 4 * limit])[:limit] if isinstance(text, str) else ""
+        if lead_only:
+            return self._lead_clause(cleaned, k) or GroundingResult(
+                UNKNOWN, method="lead clause",
+                reason="the goal carries instructions and its lead clause names no single place")
         whole = self._ground(cleaned, k)
         if whole.ok or whole.status == EMPTY:
             return whole

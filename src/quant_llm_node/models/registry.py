@@ -28,8 +28,14 @@ class ModelEntry:
 
 @dataclass(frozen=True)
 class Manifest:
-    default: str
+    default: str                    # the decision model of config/robot.yaml
     models: dict[str, ModelEntry]
+    screen: str = ""                # the hazard screen's model of config/robot.yaml
+
+    @property
+    def defaults(self) -> list[str]:
+        """What a default install assembles: the decision model and the screen's."""
+        return list(dict.fromkeys(n for n in (self.default, self.screen) if n))
 
     def get(self, name: str | None = None) -> ModelEntry:
         key = name or self.default
@@ -51,7 +57,7 @@ def load_manifest(path: Path | None = None) -> Manifest:
             description=m.get("description", ""))
         for name, m in doc["models"].items()
     }
-    return Manifest(default=doc["default"], models=models)
+    return Manifest(default=doc["default"], models=models, screen=doc.get("screen", ""))
 
 
 def resolve_model_path(model: str, directory: Path | None = None) -> tuple[Path, str]:

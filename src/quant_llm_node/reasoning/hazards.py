@@ -144,7 +144,7 @@ _LEXICON: tuple[tuple[str, str, str], ...] = (
     ("fire_smoke", HALT, _words(
         r"smoke(?! (?:detectors?|sensors?|doors?|curtains?|alarm tests?|tests?))", "smoking", "smoky", r"smould\w*", r"smold\w*", "burning", "burnt", "flames?",
         "on fire", r"fire(?! (?:exits?|doors?|extinguishers?|drills?|escapes?|lanes?|routes?|marshals?|"
-                   r"shutters?|safety|hose|hydrant|blanket))",
+                   r"shutters?|safety|hose|hydrant|blanket|alarms?|wardens?))",  # a sounding alarm: below
         "sparks?", "sparking", "explosion", "fumes", r"red[- ]hot", r"glowing (?:red|orange|hot)",
         r"(?:swelling|swollen|bulging|hissing|melting|melted) (?:battery|batteries|pack|cell|cells|cable|charger)",
         r"(?:battery|batteries|pack|cell|cells|cable|charger)\b.{0,20}\b(?:swelling|swollen|bulging|hissing|melting|melted)", r"evacuat\w*" + _NOT_A_HAZARD_NOUN,

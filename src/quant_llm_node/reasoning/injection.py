@@ -5,7 +5,7 @@ navigation module to change its rules, take a role, answer with a given action o
 a chat turn. Text that does so is an injection attempt, whatever it claims to be (a system
 message, a policy update, an authorization code, a game). The safety layer holds the robot when
 one is found (``SafetyConfig.injection_hold``): the model read that text, so its answer cannot be
-trusted, and a compromised input is a reason to stop and let a person look.
+trusted, and a compromised input is a reason to stop and let a person look (on by default).
 
 Kinds (patterns on lower-cased, NFKC-normalised text, in English, German, Spanish, French and
 Chinese): ``chat_template`` (control tokens, role headers), ``rule_override`` (ignore or disable

@@ -12,20 +12,33 @@ On top of those (each can be switched off in ``SafetyConfig`` for ablations):
   goal (go_to it, or continue). A place named in the report or the context can therefore
   never become a target: in a zone the map ties to no dock, dock goes to the map's first dock.
 - **low battery, nothing to do** (``battery_low_pct``): a low battery (above the forced-dock
-  level) and no planner goal: continue becomes dock.
+  level), no planner goal and nothing near or named to wait for: continue and wait become dock.
 - **slow zone** (``slow_zone_no_travel``): no trip goes on at cruise past people or into a
   close obstacle, whatever speed the model asked for. A person inside the slow distance turns
   continue, go_to and dock into slow_down; an obstacle inside the obstacle slow distance turns
   continue into slow_down and go_to into reroute toward the goal (go around it).
-- **text hazards** (``text_hazard_rules``): a report that names a hazard (see
-  ``reasoning.hazards``) makes the decision more cautious even when the state shows nothing:
-  a halting hazard (a person down, fallen goods, a spill, fire or smoke, a door closing,
-  something coming toward the robot, a blocked or closed way, a stop order) turns every moving
-  action but reroute into stop and caps reroute's speed; a wet floor turns continue and go_to
-  into slow_down. The text can only add caution.
-- **injection hold** (``injection_hold``, off by default): a report, goal or context that carries instructions
-  to the robot (``reasoning.injection``: rule overrides, dictated actions or speeds, role play,
-  chat-template tokens) turns every action into stop. The model has read that text, so the
+- **text hazards** (``text_hazard_rules``): a request whose text (report, goal or context) names
+  a hazard (see ``reasoning.hazards``) makes the decision more cautious even when the state
+  shows nothing: a halting hazard (a person down, fallen goods, a spill, fire or smoke, a door
+  closing, something coming toward the robot, a blocked or closed way, a stop order) turns every
+  moving action but reroute into stop and caps reroute's speed; a wet floor turns continue and
+  go_to into slow_down. The text can only add caution.
+- **hazard screen** (``reasoning.screen``, a verdict passed with the request): a request the
+  screen model flagged is treated as a halting hazard named in the text, except that it does not
+  keep a robot on a flat battery from its dock (the rules force that dock whatever the model or
+  the screen says, so such requests are still answered without the model).
+- **clear way confirmed** (the screen's ``clear`` verdict): the one rule that takes caution
+  away, and only when every other signal agrees: the screen is confident the request describes
+  no hazard, the state has nobody inside the slow distance and no obstacle inside the obstacle
+  slow distance, the lexicon finds no hazard, the request carries no instructions to the robot
+  (``reasoning.injection``), and the battery is above ``battery_low_pct``. Then the decision
+  model's stop, wait, slow_down or reroute becomes continue, or go_to toward the planner's
+  grounded goal: the small model stopping on a clear report is its known failure
+  (README: over-caution), and the screen, a larger model, reads the report better.
+- **injection hold** (``injection_hold``, on by default): a report, goal or context that carries
+  instructions to the robot (``reasoning.injection``: rule overrides, dictated actions or speeds,
+  role play, chat-template tokens, claimed goal changes) turns every action into stop, except a
+  dock on a low battery (at the dock the rules chose). The model has read that text, so the
   hazards it may hide cannot be ruled out; the planner sees ``suspected_injection_hold``.
 
 The final action depends only on the model's action, the state, the report and the grounded
@@ -36,11 +49,12 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from quant_llm_node.config import SafetyConfig, parse_zone_limits
 from quant_llm_node.reasoning import hazards, injection
+from quant_llm_node.reasoning.screen import ScreenVerdict
 from quant_llm_node.reasoning.types import (
     HALTING_ACTIONS, SOURCE_LLM, SOURCE_SAFETY, Decision, RobotState)
 
@@ -63,6 +77,9 @@ RULE_BATTERY_IDLE = "battery_low_no_goal_dock"    # low battery, no goal: contin
 RULE_TEXT_HALT = "text_hazard_stop"               # the report names a halting hazard
 RULE_TEXT_CAUTION = "text_hazard_slow"            # the report names a caution hazard
 RULE_TEXT_SPEED = "text_hazard_speed_cap"         # reroute / slow_down speed near a named hazard
+RULE_SCREEN_HALT = "screen_hazard_stop"           # the hazard screen flagged the request
+RULE_SCREEN_CLEAR = "screen_clear_way"            # the screen and every rule agree: the way is clear
+CAUTIOUS_ACTIONS = ("stop", "wait", "slow_down", "reroute")
 RULE_INJECTION_HOLD = "suspected_injection_hold"  # instructions to the robot inside request data
 
 TRAVEL_ACTIONS = ("continue", "go_to")
@@ -89,16 +106,27 @@ class Situation:
     text_hazards: tuple[str, ...] = ()         # hazard classes named in the report
     grounded: Optional[str] = None
     injections: tuple[str, ...] = ()           # kinds of instructions found in the request's data
+    screened: bool = False                     # the hazard screen flagged the request
+    confirmed_clear: bool = False              # the screen is confident the way is clear
 
     @classmethod
-    def of(cls, state: RobotState, report: str = "", grounded: Optional[str] = None,
-           request_text: Optional[str] = None) -> "Situation":
-        """``request_text``: all of the request's text (report, goal, context), scanned for
-        instructions; None = not scanned."""
-        found = hazards.scan(report) if report else []
-        injected = injection.scan(request_text) if request_text is not None else []
+    def of(cls, state: RobotState, text: str = "", grounded: Optional[str] = None,
+           request_text: Optional[str] = None, screen: Optional[ScreenVerdict] = None) -> "Situation":
+        """``text``: the request's text scanned for hazards (report, goal, context);
+        ``request_text``: the same, scanned for instructions; None = not scanned (a clear
+        verdict of the screen has it scanned anyway: it counts only without instructions)."""
+        found = hazards.scan(text) if text else []
+        clear = screen is not None and screen.clear and not found
+        scanned = request_text if request_text is not None else (text if clear else None)
+        injected = injection.scan(scanned) if scanned is not None else []
         return cls(state, hazards.severity(found), tuple(dict.fromkeys(m.kind for m in found)), grounded,
-                   tuple(m.kind for m in injected))
+                   tuple(m.kind for m in injected) if request_text is not None else (),
+                   bool(screen is not None and screen.flagged), clear and not injected)
+
+    @property
+    def halting_hazard(self) -> bool:
+        """The text names a halting hazard, or the screen flagged the request."""
+        return self.text_level == hazards.HALT or self.screened
 
 
 class SafetyLayer:
@@ -115,13 +143,19 @@ class SafetyLayer:
         return self.cfg.person_stop_distance_m + state.speed_mps * self.cfg.person_reaction_time_s
 
     def situation(self, state: RobotState, report: str = "", grounded: Optional[str] = None,
-                  untrusted: str = "") -> Situation:
-        """The Situation of a request (the report is scanned for hazards only when text rules are
-        on; report and ``untrusted`` for instructions only when the injection hold is on)."""
-        return Situation.of(state, report if self.cfg.text_hazard_rules else "", grounded,
-                            "\n".join((report, untrusted)) if self.cfg.injection_hold else None)
+                  untrusted: str = "", screen: Optional[ScreenVerdict] = None) -> Situation:
+        """The Situation of a request: report and ``untrusted`` (the goal and context text) are
+        scanned for hazards when text rules are on (wherever a hazard is named, it can only add
+        caution), and for instructions when the injection hold is on; ``screen``: the hazard
+        screen's verdict (None = not screened)."""
+        text = "\n".join(t for t in (report, untrusted) if t)
+        if screen is not None and screen.clear and not self.cfg.text_hazard_rules:
+            screen = replace(screen, clear=False)  # a clear way is confirmed only on a read text
+        return Situation.of(state, text if self.cfg.text_hazard_rules else "", grounded,
+                            text if self.cfg.injection_hold else None, screen)
 
-    def speed_cap(self, state: RobotState, text_level: str = "") -> tuple[float, list[str]]:
+    def speed_cap(self, state: RobotState, text_level: str = "",
+                  screened: bool = False) -> tuple[float, list[str]]:
         """Highest speed the rules allow in this state, and the rules that set it."""
         c = self.cfg
         caps = [(c.max_speed_mps, RULE_MAX_SPEED)]
@@ -131,7 +165,7 @@ class SafetyLayer:
             caps.append((c.person_slow_speed_mps, RULE_PERSON_SLOW))
         if state.obstacle_distance_m <= c.obstacle_slow_distance_m:
             caps.append((c.obstacle_slow_speed_mps, RULE_OBSTACLE_SLOW))
-        if text_level and c.text_hazard_rules:
+        if (text_level and c.text_hazard_rules) or screened:
             caps.append((c.obstacle_slow_speed_mps, RULE_TEXT_SPEED))
         cap = min(v for v, _ in caps)
         return cap, [r for v, r in caps if v == cap]
@@ -140,14 +174,16 @@ class SafetyLayer:
         return state.battery_pct <= self.cfg.battery_dock_pct
 
     def apply(self, decision: Decision, state: RobotState, report: str = "",
-              grounded: Optional[str] = None, untrusted: str = "") -> Decision:
+              grounded: Optional[str] = None, untrusted: str = "",
+              screen: Optional[ScreenVerdict] = None) -> Decision:
         """The decision after the rules; ``source`` becomes safety_override when one changed it.
         ``report``: the query text (text-hazard rules); ``grounded``: the planner's grounded goal
         ("" = none; None = unknown, then the target rules are skipped); ``untrusted``: the
-        request's other data (``injection.untrusted_text``)."""
+        request's other data (``injection.untrusted_text``); ``screen``: the hazard screen's
+        verdict."""
         if not self.cfg.enabled:
             return decision
-        return self.apply_in(decision, self.situation(state, report, grounded, untrusted))
+        return self.apply_in(decision, self.situation(state, report, grounded, untrusted, screen))
 
     def apply_in(self, decision: Decision, sit: Situation) -> Decision:
         """``apply`` for a prepared Situation (the report scanned once)."""
@@ -179,14 +215,20 @@ class SafetyLayer:
         elif sit.text_level == hazards.HALT and c.text_hazard_rules:
             if d.action != "reroute":  # going around the named hazard is allowed
                 halt(RULE_TEXT_HALT)
-        elif self.battery_low(state) and d.action != "dock" and not person_slow:
+        elif self.battery_low(state) and not person_slow:
             # nothing near justifies halting: a robot left standing on a flat battery is stranded
-            d.action = "dock"
-            fired.append(RULE_BATTERY_DOCK)
+            # (the screen's verdict, a judgement rather than a named hazard, does not either)
+            if d.action != "dock":
+                d.action = "dock"
+                fired.append(RULE_BATTERY_DOCK)
+        elif sit.screened:
+            if d.action != "reroute":  # going around the flagged hazard is allowed
+                halt(RULE_SCREEN_HALT)
 
-        if d.action == "continue" and sit.grounded == "" and not sit.text_level and \
-                c.battery_dock_pct < state.battery_pct <= c.battery_low_pct and not person_slow:
-            d.action = "dock"  # nothing to do on a low battery: go charge
+        if d.action in ("continue", "wait") and sit.grounded == "" and not sit.text_level and \
+                not sit.screened and c.battery_dock_pct < state.battery_pct <= c.battery_low_pct and \
+                not person_slow and state.obstacle_distance_m > c.obstacle_slow_distance_m:
+            d.action = "dock"  # nothing to do, or wait for, on a low battery: go charge
             fired.append(RULE_BATTERY_IDLE)
         if c.slow_zone_no_travel:
             obstacle_slow = state.obstacle_distance_m <= c.obstacle_slow_distance_m
@@ -200,11 +242,16 @@ class SafetyLayer:
                 d.action, d.target_place_id = ("reroute", goal) if goal else ("slow_down", "")
                 fired.append(RULE_SLOW_ZONE)
 
+        if sit.confirmed_clear and d.action in CAUTIOUS_ACTIONS and self._all_clear(sit):
+            d.action, d.target_place_id = ("go_to", sit.grounded) if sit.grounded else ("continue", "")
+            fired.append(RULE_SCREEN_CLEAR)
         # after the slow zone: going around a close obstacle stays the way round a named hazard
         if c.text_hazard_rules and sit.text_level == hazards.CAUTION and d.action in TRAVEL_ACTIONS:
             d.action, d.target_place_id = "slow_down", ""
             fired.append(RULE_TEXT_CAUTION)
-        if sit.injections and c.injection_hold and (d.action, d.target_place_id) != ("stop", ""):
+        if sit.injections and c.injection_hold and (d.action, d.target_place_id) != ("stop", "") and \
+                not (d.action == "dock" and state.battery_pct <= c.battery_low_pct):
+            # (a low battery still docks: at the dock the rules chose, never one the text named)
             d.action, d.target_place_id = "stop", ""
             fired.append(RULE_INJECTION_HOLD)
         if d.action == "dock" and d.target_place_id not in self.docks.dock_ids:
@@ -218,7 +265,7 @@ class SafetyLayer:
                 d.speed_limit_mps = 0.0
                 fired.append(RULE_HALT_SPEED)
         else:
-            cap, rules = self.speed_cap(state, sit.text_level)
+            cap, rules = self.speed_cap(state, sit.text_level, sit.screened)
             if d.speed_limit_mps <= 0.0 or d.speed_limit_mps > cap or math.isnan(d.speed_limit_mps):
                 if d.speed_limit_mps > cap:
                     fired.extend(rules)
@@ -231,6 +278,15 @@ class SafetyLayer:
         if changed and decision.source == SOURCE_LLM:
             d.source = SOURCE_SAFETY
         return d
+
+    def _all_clear(self, sit: Situation) -> bool:
+        """Nothing but the decision model's caution stands against moving on: the state has
+        nobody and nothing close, no hazard is named, the battery is not low."""
+        c, s = self.cfg, sit.state
+        return (s.nearest_person_m > c.person_slow_distance_m
+                and s.obstacle_distance_m > c.obstacle_slow_distance_m
+                and not sit.text_level and not sit.screened and not sit.injections
+                and not s.battery_pct <= c.battery_low_pct and sit.grounded is not None)
 
     def _targets(self, d: Decision, sit: Situation, fired: list[str]) -> None:
         """Only the planner chooses destinations (see the module docstring)."""

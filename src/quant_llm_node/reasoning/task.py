@@ -5,9 +5,11 @@ benchmarks and the tests share one pipeline:
 
     task = DecisionTask.from_config(cfg)
     prompt = task.prompts(renderer).build(request, grounded)
-    decision = task.decide(generated_text, request, grounded)
-    view = task.stream_view(partial_text, request, grounded)   # while generating
-    decision = task.fallback(request, grounded, why)            # no usable model answer
+    decision = task.decide(generated_text, request, grounded, screen)
+    view = task.stream_view(partial_text, request, grounded, screen)   # while generating
+    decision = task.fallback(request, grounded, why, screen)            # no usable model answer
+
+``screen`` is the hazard screen's verdict on the request (reasoning/screen.py; None = none).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from quant_llm_node.reasoning.prompt import PromptBuilder, PromptOptions, Render
 from quant_llm_node.reasoning import safety as S
 from quant_llm_node.reasoning.safety import DockSites, SafetyLayer
 from quant_llm_node.reasoning.schema import SPEED_MAX_MPS, DecisionSchema
+from quant_llm_node.reasoning.screen import ScreenVerdict
 from quant_llm_node.reasoning.types import (
     ACTIONS, HALTING_ACTIONS, SOURCE_LLM, SOURCE_SAFETY, Decision, NavRequest)
 
@@ -127,21 +130,24 @@ class DecisionTask:
             decision.rules_fired.append(RULE_GOAL_TARGET)
         return decision
 
-    def decide(self, text: str, request: NavRequest, grounded: str = "") -> Decision:
+    def decide(self, text: str, request: NavRequest, grounded: str = "",
+               screen: Optional[ScreenVerdict] = None) -> Decision:
         """Parse the model's text (raises DecisionParseError), let the grounded goal choose the
-        target, then let the safety rules have the last word (state, report text, goal)."""
+        target, then let the safety rules have the last word (state, request text, goal, the
+        screen's verdict)."""
         decision = self._goal_target(self.schema.parse(text), grounded)
         return self.safety.apply(decision, request.state, request.query, grounded or "",
-                                 untrusted_text(request))
+                                 untrusted_text(request), screen)
 
-    def fallback(self, request: NavRequest, grounded: str, why: str) -> Decision:
+    def fallback(self, request: NavRequest, grounded: str, why: str,
+                 screen: Optional[ScreenVerdict] = None) -> Decision:
         """The deterministic decision when the model's answer is missing or unusable (the
-        report's hazards count as in ``decide``)."""
+        request's hazards and the screen's verdict count as in ``decide``)."""
         return fallback_decision(request.state, grounded, self.safety, why, report=request.query,
-                                 untrusted=untrusted_text(request))
+                                 untrusted=untrusted_text(request), screen=screen)
 
-    def stream_view(self, partial_text: str, request: NavRequest,
-                    grounded: str = "") -> Optional[StreamView]:
+    def stream_view(self, partial_text: str, request: NavRequest, grounded: str = "",
+                    screen: Optional[ScreenVerdict] = None) -> Optional[StreamView]:
         """Once the action field of a partial decision is decoded: the safety-checked action
         the final decision will carry, and its source; None before that (or for text that is
         not a decision). Never returns an action the rules would refuse."""
@@ -152,13 +158,14 @@ class DecisionTask:
         # the fields not generated yet cannot change the final action; the highest speed the
         # grammar allows is assumed, so that the view is never less cautious than the answer
         probe = Decision(model_action, SPEED_MAX_MPS, "", "", SOURCE_LLM)
+        untrusted = untrusted_text(request)
         final = self.safety.apply(self._goal_target(probe, grounded), request.state,
-                                  request.query, grounded or "", untrusted_text(request))
+                                  request.query, grounded or "", untrusted, screen)
         if final.action in HALTING_ACTIONS:
             cap = 0.0
         elif self.safety.cfg.enabled:
-            cap = self.safety.speed_cap(request.state, self.safety.situation(
-                request.state, request.query).text_level)[0]
+            sit = self.safety.situation(request.state, request.query, untrusted=untrusted, screen=screen)
+            cap = self.safety.speed_cap(request.state, sit.text_level, sit.screened)[0]
         else:
             cap = SPEED_MAX_MPS
         source = SOURCE_SAFETY if final.action != model_action else SOURCE_LLM

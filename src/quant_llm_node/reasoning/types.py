@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     from quant_llm_node.grounding.index import GroundingResult
+    from quant_llm_node.reasoning.screen import ScreenVerdict
 
 ACTIONS = ("continue", "slow_down", "stop", "wait", "reroute", "go_to", "dock")
 HALTING_ACTIONS = ("stop", "wait")
@@ -65,6 +66,7 @@ class Latency:
 
     queue_ms: float = 0.0
     grounding_ms: float = 0.0
+    screen_ms: float = 0.0       # the hazard screen's pass (0 when none ran)
     prompt_ms: float = 0.0
     first_token_ms: float = 0.0
     decode_ms: float = 0.0
@@ -94,6 +96,7 @@ class NavResponse:
     model_id: str = ""
     backend: str = ""  # who generated the text: local, remote, or "" (nothing was generated)
     grounding: Optional["GroundingResult"] = None
+    screen: Optional["ScreenVerdict"] = None  # the hazard screen's verdict (None: not screened)
     decode_tps: float = 0.0  # for metrics; not part of the ROS message
 
     @classmethod

@@ -1,9 +1,11 @@
 """Configure-time assembly: config -> loaded models and the parts of the request pipeline.
 
 One straight sequence, each step raising ConfigureError with a stable code: apply the device
-profile, read the map, resolve the model, read its GGUF header (and checksum), check the memory
-budget, load the engine (and a draft model or speculative decoder), build the prompt and warm
-its static prefix, open the grounder. The result owns the loaded models until ``close()``.
+profile, read the map, resolve the model (and the hazard screen's), read its GGUF header (and
+checksum), check the memory budget (the screen's context, and its weights when it has a model of
+its own, counted in), load the engine (and a draft model or speculative decoder), build the
+prompt and warm its static prefix, open the hazard screen and warm its prefix, open the
+grounder. The result owns the loaded models until ``close()``.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from quant_llm_node.models.registry import resolve_model_path
 from quant_llm_node.reasoning.prompt import PromptBuilder
 from quant_llm_node.reasoning.task import DecisionTask, config_path
 from quant_llm_node.serving.backends import BACKEND_LOCAL, Backend, build_backend
+from quant_llm_node.serving.hazard_screen import SCREEN_BATCH, HazardScreen, screen_memory_bytes
 from quant_llm_node.serving.pipeline import Generator, GroundingStatus, Pipeline, Roofline
 from quant_llm_node.serving.roofline import measure_read_bandwidth_gbps
 
@@ -84,6 +87,9 @@ class Assembly:
     grounding: GroundingStatus = field(default_factory=GroundingStatus)
     roofline: Roofline | None = None
     backend: Backend | None = None         # engine.backend remote / hybrid: the server side
+    screen: HazardScreen | None = None     # screen.enabled: asked before each model decision
+    screen_plan: _ScreenPlan | None = None
+    screen_warm_ms: float = float("nan")
     memory: dict[str, str] = field(default_factory=dict)
     memory_bytes: int = 0                  # the budget check's estimate of what it holds
 
@@ -95,7 +101,7 @@ class Assembly:
         """The request pipeline's view of this assembly (immutable; swapped whole)."""
         return Pipeline(task=self.task, prompts=self.prompts, generator=self.generator,
                         grounder=self.grounder, model_id=self.model_id, roofline=self.roofline,
-                        backend=self.backend)
+                        backend=self.backend, screen=self.screen)
 
     def close(self) -> None:
         """Close the server connections; free the speculative decoder, the draft and the model."""
@@ -106,6 +112,9 @@ class Assembly:
             close = getattr(self.generator, "close", None)
             if close is not None:
                 close()
+        if self.screen is not None:
+            self.screen.close()
+            self.screen = None
         for engine in (self.draft, self.engine):
             if engine is not None:
                 engine.close()
@@ -133,6 +142,8 @@ def assemble(cfg: Config, grounding: bool = True, warm: bool = True,
             out.prefix_cold_ms = out.engine.warm(out.prompts.static_prefix)
         out.report.extra.update(static_prefix_tokens=out.prefix_tokens,
                                 static_prefix_warm_ms=round(out.prefix_cold_ms, 1))
+        if cfg.screen.enabled:
+            _open_screen(out, warm)
         if cfg.engine.n_parallel > 1:
             _batch_loop(out)
         if cfg.engine.backend != BACKEND_LOCAL:
@@ -158,9 +169,11 @@ def _load_models(out: Assembly, profile: DeviceProfile | None, resident_bytes: i
     try:
         info = verify_model_file(settings.model_path,
                                  settings.sha256 if c.model.verify_checksum else "")
-        verdict = check_memory(c, profile, info, resident_bytes)
+        screen_bytes = _plan_screen(out, path, info)
+        verdict = check_memory(c, profile, info, resident_bytes + screen_bytes)
         out.memory = verdict.key_values()
-        out.memory_bytes = verdict.estimate.total_bytes
+        out.memory["memory_screen_mb"] = f"{screen_bytes / 2**20:.0f}"
+        out.memory_bytes = verdict.estimate.total_bytes + screen_bytes
         if not verdict.ok:
             raise ConfigureError("MEMORY_BUDGET_EXCEEDED", verdict.message)
         out.engine = LlamaEngine(settings)
@@ -174,6 +187,62 @@ def _load_models(out: Assembly, profile: DeviceProfile | None, resident_bytes: i
             raise ConfigureError("CONFIG_INVALID", "engine.speculative needs engine.n_parallel 1 "
                                                    "(batched requests are decoded step by step)")
         out.generator = _speculative(out)
+
+
+@dataclass
+class _ScreenPlan:
+    """The screen's model: None = the decision model's weights (shared)."""
+
+    settings: EngineSettings | None = None
+    info: GGUFInfo | None = None
+
+
+def _plan_screen(out: Assembly, decision_path, decision_info: GGUFInfo) -> int:
+    """Resolve and check the screen's model (screen.enabled); returns the bytes the screen adds
+    (raises ConfigureError)."""
+    c = out.cfg
+    if not c.screen.enabled:
+        return 0
+    plan = _ScreenPlan()
+    if c.screen.model and c.screen.model != c.model.name:
+        try:
+            path, sha = resolve_model_path(c.screen.model)
+        except KeyError as exc:
+            raise ConfigureError("MODEL_UNKNOWN", f"screen model: {str(exc).strip(chr(39) + chr(34))}") from exc
+        if str(path) != str(decision_path):
+            # its own context is never used (the screen has a side context): keep it tiny
+            engine_cfg = copy.deepcopy(c.engine)
+            engine_cfg.n_ctx, engine_cfg.n_batch, engine_cfg.n_parallel = 256, SCREEN_BATCH, 1
+            plan.settings = EngineSettings.from_config(engine_cfg, path, sha)
+            try:
+                plan.info = verify_model_file(plan.settings.model_path,
+                                              plan.settings.sha256 if c.model.verify_checksum else "")
+            except ModelFileError as exc:
+                raise ConfigureError(exc.code, f"screen model: {exc}") from exc
+    out.screen_plan = plan
+    return screen_memory_bytes(plan.info or decision_info, shared=plan.info is None)
+
+
+def _open_screen(out: Assembly, warm: bool) -> None:
+    """The hazard screen over the decision model's weights or its own model; its static prefix
+    (instructions and examples) is evaluated now."""
+    plan = out.screen_plan or _ScreenPlan()
+    engine, owns = out.engine, False
+    try:
+        if plan.settings is not None:
+            engine, owns = LlamaEngine(plan.settings), True
+            engine.load(info=plan.info)
+        out.screen = HazardScreen(engine, out.cfg.screen.margin, owns_engine=owns,
+                                  clear_margin=out.cfg.screen.clear_margin)
+    except EngineError as exc:
+        if owns:
+            engine.close()
+        raise ConfigureError(exc.code, f"screen model: {exc}") from exc
+    if warm:
+        out.screen_warm_ms = out.screen.warm()
+    out.report.extra.update(screen_model=out.screen.model_id,
+                            screen_prefix_tokens=out.screen.prefix_tokens,
+                            screen_warm_ms=round(out.screen_warm_ms, 1))
 
 
 def _batch_loop(out: Assembly) -> None:

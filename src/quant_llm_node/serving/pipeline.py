@@ -16,6 +16,7 @@ from quant_llm_node.serving.roofline import efficiency, exceeds_roofline, roofli
 
 if TYPE_CHECKING:
     from quant_llm_node.serving.backends import Backend
+    from quant_llm_node.serving.hazard_screen import HazardScreen
 
 
 class Generator(Protocol):
@@ -31,7 +32,7 @@ class Generator(Protocol):
 class Grounder(Protocol):
     """Maps a free-text goal to a map place (see quant_llm_node.grounding.PlaceIndex)."""
 
-    def ground(self, text: str) -> GroundingResult: ...
+    def ground(self, text: str, lead_only: bool = False) -> GroundingResult: ...
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Pipeline:
     model_id: str = ""
     roofline: Optional[Roofline] = None
     backend: Optional["Backend"] = None   # remote / hybrid: the server side (None = local only)
+    screen: Optional["HazardScreen"] = None  # asked before the decision (None = no screen)
 
     @property
     def deadline_aware(self) -> bool:
@@ -92,4 +94,4 @@ class Pipeline:
 
     def without_model(self) -> "Pipeline":
         """The same pipeline with no model: every request gets the marked fallback."""
-        return replace(self, generator=None, model_id="", roofline=None, backend=None)
+        return replace(self, generator=None, model_id="", roofline=None, backend=None, screen=None)

@@ -6,6 +6,8 @@ layer only converts messages to the raw dicts taken here and back.
 """
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,12 +16,13 @@ from typing import TYPE_CHECKING, Callable, Optional
 from quant_llm_node.config import Config
 from quant_llm_node.engine.llama_engine import EngineError, GenerationResult
 from quant_llm_node.grounding.index import GroundingResult, GroundingStatus as Found
-from quant_llm_node.reasoning import errors as E
+from quant_llm_node.reasoning import errors as E, injection
 from quant_llm_node.reasoning.errors import RequestError
 from quant_llm_node.reasoning.forced import forced_decision
 from quant_llm_node.reasoning.schema import DecisionParseError, json_object_complete
+from quant_llm_node.reasoning.screen import ScreenVerdict
 from quant_llm_node.reasoning.task import DecisionTask
-from quant_llm_node.reasoning.types import Latency, NavRequest, NavResponse
+from quant_llm_node.reasoning.types import HALTING_ACTIONS, Latency, NavRequest, NavResponse
 from quant_llm_node.reasoning.validation import safe_request_id, validate_request
 from quant_llm_node.serving.metrics import ServingMetrics
 from quant_llm_node.serving.pipeline import Pipeline
@@ -28,6 +31,8 @@ from quant_llm_node.serving.turns import Turns
 
 if TYPE_CHECKING:
     from quant_llm_node.serving.remote_status import RemoteStatus
+
+log = logging.getLogger("quant_llm_node")
 
 _LATE_CODES = {LateReason.DEADLINE: E.DEADLINE_EXCEEDED, LateReason.EVICTED: E.DEADLINE_EXCEEDED,
                LateReason.INTERNAL: E.INTERNAL_ERROR}
@@ -129,6 +134,8 @@ class NavigationService:
         if limits.rule_forced and not request.goal and self.scheduler.accepting:
             decision = forced_decision(self._pipeline.task.safety, request)
             if decision is not None:  # the model has no say: answer now, the worker stays free
+                # (nor has the hazard screen: it only turns moving actions into halts, and the
+                # one moving answer the rules force, dock on a flat battery, it leaves alone)
                 total = (time.monotonic() - t0) * 1e3
                 self._answer_now(on_done, NavResponse(
                     request_id=request.request_id, success=True, decision=decision,
@@ -191,12 +198,13 @@ class NavigationService:
         try:
             grounding = self._ground(job, p, lat)
             grounded = grounding.place_id if grounding is not None and grounding.place_id else ""
-            gen = self._generate(job, p, lat, grounded, grounding)
+            screen = self._screen(job, p, lat, grounded)
+            gen = self._generate(job, p, lat, grounded, grounding, screen)
             try:
-                decision = p.task.decide(gen.text, job.request, grounded)
+                decision = p.task.decide(gen.text, job.request, grounded, screen)
             except DecisionParseError as exc:
                 raise _Answer(self._fallback(job, p, lat, E.MODEL_OUTPUT_INVALID, str(exc),
-                                             grounded, grounding, gen))
+                                             grounded, grounding, gen, screen))
         except _Answer as answer:
             return answer.response
         lat.total_ms = (time.monotonic() - job.submitted) * 1e3
@@ -204,7 +212,26 @@ class NavigationService:
                            raw_text=gen.text, latency=lat, prompt_tokens=gen.prompt_tokens,
                            completion_tokens=gen.completion_tokens,
                            model_id=p.model_id_for(gen.backend), backend=gen.backend,
-                           grounding=grounding, decode_tps=gen.decode_tps)
+                           grounding=grounding, screen=screen, decode_tps=gen.decode_tps)
+
+    def _screen(self, job: Job, p: Pipeline, lat: Latency, grounded: str) -> ScreenVerdict | None:
+        """The hazard screen's verdict on the request (None without a screen, or when the rules
+        halt the robot whatever the model and the screen say). A screen that fails flags the
+        request: an unchecked request is not let through as clear."""
+        if p.screen is None or p.generator is None:
+            return None
+        if self.cfg.serving.rule_forced:  # (off, e.g. in evaluations: every request screened)
+            forced = forced_decision(p.task.safety, job.request, grounded)
+            if forced is not None and forced.action in HALTING_ACTIONS:
+                return None  # a flag adds nothing to a halt, no clear way is confirmed past one
+        s0 = time.perf_counter()
+        try:
+            verdict = p.screen.check(job.request, self.cfg.screen.margin, self.cfg.screen.clear_margin)
+        except EngineError as exc:
+            log.error("hazard screen failed, request treated as flagged: %s", exc)
+            verdict = ScreenVerdict(math.inf, True)
+        lat.screen_ms = (time.perf_counter() - s0) * 1e3
+        return verdict
 
     def _ground(self, job: Job, p: Pipeline, lat: Latency) -> GroundingResult | None:
         """The goal as a map place; raises _Answer for a goal that names no single place."""
@@ -212,7 +239,8 @@ class NavigationService:
         if not goal or p.grounder is None:
             return None
         g0 = time.perf_counter()
-        result = p.grounder.ground(goal)
+        # a goal that carries instructions to the robot grounds by its lead clause only
+        result = p.grounder.ground(goal, lead_only=bool(injection.scan(goal)))
         lat.grounding_ms = (time.perf_counter() - g0) * 1e3
         if result.status is Found.OK:
             return result
@@ -224,11 +252,11 @@ class NavigationService:
         raise _Answer(self._finish_reject(job, code, msg, result))
 
     def _generate(self, job: Job, p: Pipeline, lat: Latency, grounded: str,
-                  grounding: GroundingResult | None) -> GenerationResult:
+                  grounding: GroundingResult | None, screen: ScreenVerdict | None) -> GenerationResult:
         """The model's text for the request; raises _Answer when there is none to decide on."""
         if p.generator is None:
             raise _Answer(self._fallback(job, p, lat, E.MODEL_UNAVAILABLE, "no model loaded",
-                                         grounded, grounding))
+                                         grounded, grounding, screen=screen))
         task = p.task
         prompt = p.prompts.build(job.request, grounded)
 
@@ -240,11 +268,12 @@ class NavigationService:
         timing = {"deadline_s": job.remaining_s()} if p.deadline_aware else {}
         try:
             gen = p.generator.generate(prompt, task.max_tokens, task.grammar, task.temperature,
-                                       should_stop, _checked_stream(job, task, grounded),
+                                       should_stop, _checked_stream(job, task, grounded, screen),
                                        min_room=task.min_room, **timing)
         except EngineError as exc:
             code = E.CONTEXT_OVERFLOW if exc.code == E.CONTEXT_OVERFLOW else E.MODEL_UNAVAILABLE
-            raise _Answer(self._fallback(job, p, lat, code, str(exc), grounded, grounding))
+            raise _Answer(self._fallback(job, p, lat, code, str(exc), grounded, grounding,
+                                         screen=screen))
         if job.preempt.is_set() and not job.cancel.is_set():
             raise Preempted()
         lat.prompt_ms, lat.first_token_ms, lat.decode_ms = gen.prompt_ms, gen.first_token_ms, gen.decode_ms
@@ -259,7 +288,7 @@ class NavigationService:
         if job.remaining_s() <= 0:
             raise _Answer(self._fallback(job, p, lat, E.DEADLINE_EXCEEDED,
                                          f"no model answer within the {job.request.deadline_ms} ms deadline",
-                                         grounded, grounding, gen))
+                                         grounded, grounding, gen, screen))
         return gen
 
     def _finish_reject(self, job: Job, code: str, message: str,
@@ -270,21 +299,23 @@ class NavigationService:
         return resp
 
     def _fallback(self, job: Job, p: Pipeline, lat: Latency, code: str, why: str, grounded: str,
-                  grounding: GroundingResult | None, gen: GenerationResult | None = None) -> NavResponse:
+                  grounding: GroundingResult | None, gen: GenerationResult | None = None,
+                  screen: ScreenVerdict | None = None) -> NavResponse:
         req: NavRequest = job.request
-        decision = p.task.fallback(req, grounded, why)
+        decision = p.task.fallback(req, grounded, why, screen)
         lat.total_ms = (time.monotonic() - job.submitted) * 1e3
         return NavResponse(request_id=req.request_id, success=True, error_code=code, error_message=why,
                            decision=decision, raw_text=gen.text if gen else "", latency=lat,
                            prompt_tokens=gen.prompt_tokens if gen else 0,
                            completion_tokens=gen.completion_tokens if gen else 0,
                            model_id=p.model_id, backend=gen.backend if gen else "",
-                           grounding=grounding)
+                           grounding=grounding, screen=screen)
 
 
-def _checked_stream(job: Job, task: DecisionTask, grounded: str):
+def _checked_stream(job: Job, task: DecisionTask, grounded: str, screen: ScreenVerdict | None):
     """The engine's text callback for a streaming job: partial text plus, once the action is
-    decoded, its safety-checked view (computed once: later tokens cannot change it)."""
+    decoded, its safety-checked view (computed once: later tokens cannot change it; the screen's
+    verdict is known before the first token)."""
     if job.on_partial is None:
         return None
     view, last = None, ""
@@ -295,6 +326,6 @@ def _checked_stream(job: Job, task: DecisionTask, grounded: str):
             view = None
         last = text
         if view is None:
-            view = task.stream_view(text, job.request, grounded)
+            view = task.stream_view(text, job.request, grounded, screen)
         job.on_partial(view, text, n_tokens)
     return on_text
