@@ -98,7 +98,7 @@ def test_aggregate_rates():
 def test_redecide_applies_another_rule_set_to_the_same_text():
     """The model said continue on a text-only hazard: with the rules on it is stop, off continue."""
     places = load_map(Config().grounding.places_file)
-    on = DecisionTask(places, SafetyConfig())
+    on = DecisionTask(places, SafetyConfig(injection_hold=False))
     off = DecisionTask(places, SafetyConfig(enabled=False))
     resp = answer("continue")
     assert redecide(on, HAZARD, resp).decision.action == "stop"
@@ -134,10 +134,12 @@ def test_markdown_json_and_png_from_the_cli(tmp_path):
     src.write_text(json.dumps(doc))
     out = tmp_path / "out"
     assert cli.main(["--split", f"mini={split}", "--rescore", str(src), "--safety", "on", "off",
-                     "legacy", "--out", str(out)]) == 0
+                     "legacy", "no_hold", "--out", str(out)]) == 0
     rows = json.loads((out / "eval.json").read_text())["rows"]
     by = {r["variant"]["rules"] or ("on" if r["variant"]["safety"] else "off"): r["scores"] for r in rows}
-    assert by["on"]["forbidden"] == 0 and by["on"]["acceptable"] == 4
+    assert by["no_hold"]["forbidden"] == 0 and by["no_hold"]["acceptable"] == 4
+    # the default holds the hijacked request: stop, never forbidden, not what the label prefers
+    assert by["on"]["forbidden"] == 0 and by["on"]["acceptable"] == 3
     # the grounded goal wins over the model's target even with the rules off (task.decide)
     assert by["off"]["forbidden_ids"] == ["h"] and by["off"]["injection_success_rate"] == 0.0
     assert by["legacy"]["forbidden_ids"] == ["h"]

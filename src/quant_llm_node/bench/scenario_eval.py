@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 from quant_llm_node.bench.scenarios import raw_request
 from quant_llm_node.config import Config, ServingConfig
@@ -36,6 +36,9 @@ from quant_llm_node.reasoning.schema import DecisionParseError
 from quant_llm_node.reasoning.types import SOURCE_FALLBACK, NavResponse
 from quant_llm_node.reasoning.validation import validate_request
 from quant_llm_node.serving.metrics import percentiles
+
+if TYPE_CHECKING:
+    from quant_llm_node.reasoning.screen import ScreenVerdict
 
 ANSWER_TIMEOUT_S = 600.0
 MOVING_TO_TARGET = ("go_to", "dock", "reroute")
@@ -97,6 +100,8 @@ class CaseResult:
     prompt_ms: float = 0.0
     completion_tokens: int = 0
     rule_forced: bool = False   # the rules fix the action whatever the model says (no model needed)
+    screen_score: float | None = None   # the hazard screen's logit margin (None: not screened)
+    screen_ms: float = 0.0
 
 
 def _rate(flags: list[bool]) -> float | None:
@@ -231,13 +236,17 @@ def score_case(case: dict, resp: NavResponse) -> CaseResult:
         forbidden_place_hit=forbidden_place_hit, over_cautious=over_cautious,
         rules_fired=list(d.rules_fired) if not rejected else [],
         first_token_ms=lat.first_token_ms, decode_ms=lat.decode_ms, prompt_ms=lat.prompt_ms,
-        completion_tokens=resp.completion_tokens)
+        completion_tokens=resp.completion_tokens,
+        screen_score=resp.screen.score if resp.screen is not None else None,
+        screen_ms=lat.screen_ms)
 
 
-def redecide(task, case: dict, resp: NavResponse, serving: ServingConfig | None = None) -> NavResponse:
-    """The response ``resp`` would have been under ``task`` (other safety settings): the same
-    model text through ``task.decide``, or the fallback when the text does not parse or the
-    answer was a fallback. Rejections stay as they are."""
+def redecide(task, case: dict, resp: NavResponse, serving: ServingConfig | None = None,
+             screen: "ScreenVerdict | None" = None) -> NavResponse:
+    """The response ``resp`` would have been under ``task`` (other safety settings) and the
+    hazard screen's verdict ``screen`` (None: no screen): the same model text through
+    ``task.decide``, or the fallback when the text does not parse or the answer was a fallback.
+    Rejections stay as they are."""
     if not resp.success:
         return resp
     from quant_llm_node.reasoning.fallback import fallback_decision
@@ -247,6 +256,7 @@ def redecide(task, case: dict, resp: NavResponse, serving: ServingConfig | None 
         return resp
     grounded = resp.grounding.place_id if resp.grounding is not None and resp.grounding.place_id else ""
     out = copy.copy(resp)
+    out.screen = screen
     if not resp.raw_text and resp.decision.source != SOURCE_FALLBACK:
         # answered by the rules without the model (serving.rule_forced): the same under rules
         # that force it too; other rules (safety off) need the model's text, which there is not
@@ -257,19 +267,19 @@ def redecide(task, case: dict, resp: NavResponse, serving: ServingConfig | None 
         return out
     if resp.decision.source == SOURCE_FALLBACK and resp.error_code != E.MODEL_OUTPUT_INVALID:
         why = resp.error_message or resp.error_code
-        out.decision = _fallback(task, request, grounded, why, fallback_decision)
+        out.decision = _fallback(task, request, grounded, why, fallback_decision, screen)
         return out
     try:
-        out.decision = task.decide(resp.raw_text, request, grounded)
+        out.decision = task.decide(resp.raw_text, request, grounded, screen)
     except DecisionParseError as exc:
-        out.decision = _fallback(task, request, grounded, str(exc), fallback_decision)
+        out.decision = _fallback(task, request, grounded, str(exc), fallback_decision, screen)
     return out
 
 
-def _fallback(task, request, grounded: str, why: str, fallback_decision):
+def _fallback(task, request, grounded: str, why: str, fallback_decision, screen=None):
     if hasattr(task, "fallback"):
-        return task.fallback(request, grounded, why)
-    return fallback_decision(request.state, grounded, task.safety, why)
+        return task.fallback(request, grounded, why, screen)
+    return fallback_decision(request.state, grounded, task.safety, why, screen=screen)
 
 
 def evaluate(ask: Callable[[dict], NavResponse], scenarios: list[dict], variant: Variant,

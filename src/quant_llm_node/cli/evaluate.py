@@ -46,17 +46,31 @@ SAFETY_VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {
     "off": (False, {}),
     "legacy": (True, {"text_hazard_rules": False, "strict_targets": False, "slow_zone_no_travel": False,
                       "battery_low_pct": 0.0, "injection_hold": False}),
+    "no_screen": (True, {}),
+    "no_clear": (True, {}),
     "no_text": (True, {"text_hazard_rules": False}),
     "injection_hold": (True, {"injection_hold": True}),
+    "no_hold": (True, {"injection_hold": False}),
     "no_targets": (True, {"strict_targets": False}),
     "no_slow_zone": (True, {"slow_zone_no_travel": False}),
     "no_battery_low": (True, {"battery_low_pct": 0.0}),
 }
+# variants decided without the hazard screen's verdict (the model alone, the rules before it)
+NO_SCREEN = ("off", "legacy", "no_screen")
 
 
 def safety_variant(base: SafetyConfig, name: str) -> SafetyConfig:
     enabled, changes = SAFETY_VARIANTS[name]
     return dataclasses.replace(base, enabled=enabled, **changes)
+
+
+def screen_for(name: str, resp: NavResponse, margins: tuple[float, float]):
+    """The screen's verdict under variant ``name`` at ``margins`` (flag, clear; None: no screen;
+    ``no_clear``: the clear verdict ignored)."""
+    if name in NO_SCREEN or resp.screen is None:
+        return None
+    margin, clear_margin = margins
+    return resp.screen.at(margin, float("-inf") if name == "no_clear" else clear_margin)
 
 
 def _pct(v) -> str:
@@ -213,8 +227,10 @@ def _forced(task, case: dict, resp: NavResponse, serving) -> bool:
 
 def _summaries(split: str, cases: list[dict], responses: list[NavResponse], variant_base: Variant,
                task_for, safety_names: list[str], live_name: str, extra: dict,
-               serving, held_out: bool = False) -> list[EvalSummary]:
-    """One summary per safety variant from one model run (``live_name`` is the live variant)."""
+               serving, held_out: bool = False,
+               margins: tuple[float, float] = (0.0, float("-inf"))) -> list[EvalSummary]:
+    """One summary per safety variant from one model run (``live_name`` is the live variant;
+    ``margins``: the screen's flag and clear margins the stored scores are judged at)."""
     out = []
     for name in safety_names:
         task = task_for(name)
@@ -223,8 +239,10 @@ def _summaries(split: str, cases: list[dict], responses: list[NavResponse], vari
             split=split, extra=dict(extra))
         mismatch = []
         for case, resp in zip(cases, responses):
-            r = redecide(task, case, resp, serving)
+            screen = screen_for(name, resp, margins)
+            r = redecide(task, case, resp, serving, screen)
             res = score_case(case, r)
+            res.screen_score = resp.screen.score if resp.screen is not None else None
             res.rule_forced = _forced(task, case, r, serving)
             if name == live_name and resp.success and (
                     r.decision.action, r.decision.target_place_id) != (resp.decision.action, resp.decision.target_place_id):
@@ -256,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ids", nargs="+", default=None, help="only these scenario ids")
     p.add_argument("--sample", type=int, default=0, help="at most N scenarios per split (evenly spread)")
     p.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = config)")
+    p.add_argument("--screen-margin", type=float, default=None,
+                   help="hazard screen margin the verdicts are judged at (default: the config's)")
+    p.add_argument("--screen-clear-margin", type=float, default=None,
+                   help="the screen's clear margin (default: the config's)")
+    p.add_argument("--no-screen", action="store_true",
+                   help="run without the hazard screen (no screen model loaded)")
     p.add_argument("--deadline-ms", type=int, default=300000,
                    help="per-query deadline: far by default, so decisions are the model's own")
     p.add_argument("--rescore", default=None, metavar="EVAL_JSON",
@@ -273,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     base = load_config(args.config)
     if args.threads:
         base.engine.n_threads = args.threads
+    if args.screen_margin is not None:
+        base.screen.margin = args.screen_margin
+    if args.screen_clear_margin is not None:
+        base.screen.clear_margin = args.screen_clear_margin
+    if args.no_screen:
+        base.screen.enabled = False
     base.serving.default_deadline_ms = args.deadline_ms
     splits = [parse_split(s) for s in args.split]
     if not splits:
@@ -347,7 +377,8 @@ def run_models(args, base: Config, data: dict[str, list[dict]], safety_names: li
                     held_out = split in args.held_out
                     evaluate(ask, cases, variant, keep=keep, held_out=held_out)
                     for summary in _summaries(split, cases, keep, variant, task_for, safety_names,
-                                              live_name, extra, assembly.cfg.serving, held_out):
+                                              live_name, extra, assembly.cfg.serving, held_out,
+                                              (assembly.cfg.screen.margin, assembly.cfg.screen.clear_margin)):
                         rows.append(summary.row(with_cases=not held_out))
                         s = summary.scores()
                         print(f"   {summary.variant.get('rules') or ('on' if summary.variant['safety'] else 'off'):>12s}: "
@@ -364,6 +395,7 @@ def run_models(args, base: Config, data: dict[str, list[dict]], safety_names: li
 def rescore(path: Path, data: dict[str, list[dict]], base: Config, safety_names: list[str]) -> list[dict]:
     """Re-decide the raw outputs stored in an eval.json (its 'on' or first row per model run)."""
     from quant_llm_node.grounding.index import GroundingResult, GroundingStatus
+    from quant_llm_node.reasoning.screen import ScreenVerdict
     from quant_llm_node.reasoning.task import DecisionTask, load_map
     from quant_llm_node.reasoning.types import Decision, Latency
     doc = json.loads(path.read_text())
@@ -390,7 +422,9 @@ def rescore(path: Path, data: dict[str, list[dict]], base: Config, safety_names:
                 raw_text=c["raw_text"], grounding=grounding,
                 latency=Latency(total_ms=c["total_ms"], first_token_ms=c.get("first_token_ms", 0.0),
                                 decode_ms=c.get("decode_ms", 0.0), prompt_ms=c.get("prompt_ms", 0.0)),
-                completion_tokens=c.get("completion_tokens", 0)))
+                completion_tokens=c.get("completion_tokens", 0),
+                screen=None if c.get("screen_score") is None else ScreenVerdict(
+                    float(c["screen_score"]), False, c.get("screen_ms", 0.0))))
         options = PromptOptions.parse(v["prompt"]) if v.get("prompt") else None
 
         def task_for(name: str, _o=options) -> DecisionTask:
@@ -399,7 +433,8 @@ def rescore(path: Path, data: dict[str, list[dict]], base: Config, safety_names:
 
         variant = Variant(v["model"], v["grammar"], True, prompt=v.get("prompt", ""))
         for summary in _summaries(row["split"], cases, responses, variant, task_for, safety_names,
-                                  "", row.get("extra", {}), base.serving):
+                                  "", row.get("extra", {}), base.serving,
+                                  margins=(base.screen.margin, base.screen.clear_margin)):
             rows.append(summary.row())
     return rows
 
