@@ -3,7 +3,9 @@
 - a request decoded alone through the batch loop is byte-identical to the engine's own
   step-by-step loop, and shares the cached static prefix instead of evaluating it again;
 - concurrent requests are decoded as sequences of one llama_decode batch and give the same
-  decisions (a near tie may flip under multi-row kernels, so most, not all, must match);
+  decisions (a near tie may flip under multi-row kernels, so most, not all, must match); the
+  grammar's forced spans ride along in the shared steps, so a decision takes fewer steps than
+  tokens;
 - per sequence: a stop (cancel, preemption, deadline) ends only that sequence; a request that
   does not fit the context fails alone; requests wait for KV cells instead of overflowing;
 - closing the loop answers every caller (no hang);
@@ -96,9 +98,35 @@ def test_concurrent_requests_share_one_batch(setup, task):
         task.schema.parse(r.text)
         assert r.cached_tokens == prefix
     assert max(max(r.batch_sizes) for r in results) >= 2  # decoded together, not one by one
+    # the grammar's forced spans rode along in the shared steps, checked row by row
+    assert sum(r.forced_drafted for r in results) > 0
+    assert all(r.forced_tokens <= r.forced_drafted for r in results)
+    assert any(r.decode_calls < r.completion_tokens for r in results)
     same = sum(r.text == ref.text for r, ref in zip(results, refs))
     # broken KV sharing or positions would change nearly every text; a near tie may flip one
     assert same >= len(prompts) - 1, [(r.text, ref.text) for r, ref in zip(results, refs)]
+
+
+def test_shared_steps_without_drafts_decode_one_row_per_sequence(setup, task):
+    """The benchmarks' baseline (``shared_drafts = 0``): the same decisions, more decode calls,
+    and forced tokens drafted only while a sequence is alone in a step."""
+    _, loop, prompts, refs, _ = setup
+    decoder = loop.decoder
+    full = decoder.shared_drafts
+    assert full > 0
+    decoder.shared_drafts = 0
+    try:
+        with ThreadPoolExecutor(len(prompts)) as pool:
+            results = list(pool.map(lambda p: _gen(loop, task, p), prompts))
+    finally:
+        decoder.shared_drafts = full
+    for r in results:
+        task.schema.parse(r.text)
+    alone = loop.engine.exact_rows() - 1
+    for r in results:  # at most `alone` drafts in each step the sequence had to itself
+        assert r.forced_drafted <= alone * r.batch_sizes.get(1, 0)
+    same = sum(r.text == ref.text for r, ref in zip(results, refs))
+    assert same >= len(prompts) - 1
 
 
 def test_a_stop_ends_only_its_own_sequence(setup, task):

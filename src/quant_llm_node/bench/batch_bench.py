@@ -47,11 +47,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--planners", type=int, nargs="+", default=list(PLANNERS))
     p.add_argument("--per-planner", type=int, default=PER_PLANNER, help="requests per planner")
     p.add_argument("--cases", type=Path, default=None, help=f"scenario YAML ({DEFAULT_CASES})")
+    p.add_argument("--drafts-rounds", type=int, default=4,
+                   help="batching on, most planners: rounds with forced spans riding in shared steps "
+                        "and without, interleaved (0 = skipped)")
     p.add_argument("--jf-requests", type=int, default=12, help="decisions per jump-forward mode")
     p.add_argument("--llama-server", type=Path, default=None,
                    help="llama-server binary (scripts/native_baseline.sh --build-only); none = skipped")
     p.add_argument("--llama-bench", type=Path, default=None, help="llama-bench binary; none = skipped")
     p.add_argument("--skip", nargs="+", default=[], choices=("planners", "server", "jump", "native"))
+    p.add_argument("--screen", action="store_true",
+                   help="keep the hazard screen of config/robot.yaml on in the node rows (default: "
+                        "off, so that the node and llama-server serve the same decision path; the "
+                        "screen's own cost per request is quant-llm-eval's screen_ms)")
     p.add_argument("--out", type=Path, default=Path("docs/results"))
     return p
 
@@ -67,7 +74,7 @@ def _cases(path: Path | None) -> list[dict]:
     return [c for c in cases if not c.get("expect_error")]
 
 
-def _config(model: str, threads: int, n_parallel: int, planners: int):
+def _config(model: str, threads: int, n_parallel: int, planners: int, screen: bool = False):
     from quant_llm_node.config import load_config
     from quant_llm_node.paths import config_dir
     cfg = load_config(config_dir() / "robot.yaml")
@@ -77,6 +84,7 @@ def _config(model: str, threads: int, n_parallel: int, planners: int):
     cfg.engine.n_parallel = n_parallel
     cfg.engine.n_ctx = max(cfg.engine.n_ctx, 2048 + CTX_PER_SEQ * max(planners, n_parallel))
     cfg.serving.rule_forced = False           # every request reaches the model
+    cfg.screen.enabled = screen               # the decision path alone, unless asked
     cfg.serving.queue_size = max(cfg.serving.queue_size, 4 * max(planners, 1))
     return cfg
 
@@ -112,7 +120,7 @@ def node_planners(a, cases, n_parallel: int) -> list[dict]:
     from quant_llm_node.bench.scenarios import raw_request
     from quant_llm_node.serving.assembly import assemble
     from quant_llm_node.serving.service import NavigationService
-    cfg = _config(a.model, a.threads, n_parallel, max(a.planners))
+    cfg = _config(a.model, a.threads, n_parallel, max(a.planners), a.screen)
     assembly = assemble(cfg, grounding=True)
     service = NavigationService(assembly.cfg, assembly.pipeline())
     service.start()
@@ -128,10 +136,37 @@ def node_planners(a, cases, n_parallel: int) -> list[dict]:
             r["decode_tps_p50"] = percentiles([v.decode_tps for v in answers.values() if v.decode_tps], (50,))["p50"]
             r["n_parallel"] = n_parallel
             rows.append(r)
+        if n_parallel > 1 and a.drafts_rounds > 0:
+            rows[-1]["drafts_ab"] = _drafts_ab(service, assembly.generator.decoder, raws,
+                                               max(a.planners), a.per_planner, a.drafts_rounds)
     finally:
         service.stop()
         assembly.close()
     return rows
+
+
+def _drafts_ab(service, decoder, raws: list[dict], planners: int, per_planner: int,
+               rounds: int) -> dict[str, Any]:
+    """Throughput with the sequences' forced spans riding in shared steps (the default) and
+    without (each sequence one row a step), in alternating rounds on the same prompts."""
+    full = decoder.shared_drafts
+    out: dict[str, list[float]] = {"drafts": [], "no_drafts": []}
+    lost = 0
+    try:
+        for k in range(rounds):
+            order = ("drafts", "no_drafts") if k % 2 == 0 else ("no_drafts", "drafts")
+            shift = (k * planners * per_planner) % len(raws)
+            batch = raws[shift:] + raws[:shift]
+            for mode in order:
+                decoder.shared_drafts = full if mode == "drafts" else 0
+                r = _closed_loop(lambda raw: service.ask(raw, 900), batch, planners, per_planner)
+                lost += r["lost"]
+                out[mode].append(r["req_per_s"])
+    finally:
+        decoder.shared_drafts = full
+    mean = {m: sum(v) / len(v) for m, v in out.items()}
+    return {"planners": planners, "rounds": rounds, "req_per_s": out, "mean": mean, "lost": lost,
+            "ratio": mean["drafts"] / mean["no_drafts"]}
 
 
 def server_planners(a, cases, model_path: str, threads: int) -> list[dict]:
@@ -291,6 +326,14 @@ def markdown(res: dict) -> str:
                              f"{r.get('identical_to_off', '')} | "
                              f"{r['loadavg'][0]:.1f} |")
         lines.append("")
+        ab = next((r["drafts_ab"] for r in res["planners"].get("on", []) if r.get("drafts_ab")), None)
+        if ab:
+            lines += [f"Forced spans in shared steps, {ab['planners']} planners, {ab['rounds']} alternating "
+                      f"rounds: {ab['mean']['drafts']:.3f} req/s with them, {ab['mean']['no_drafts']:.3f} "
+                      f"without ({ab['ratio']:.2f}×; rounds "
+                      + ", ".join(f"{x:.3f}" for x in ab["req_per_s"]["drafts"]) + " / "
+                      + ", ".join(f"{x:.3f}" for x in ab["req_per_s"]["no_drafts"])
+                      + f"; {ab['lost']} lost).", ""]
     if res.get("one_planner"):
         o = res["one_planner"]["modes"]
         off = o["off"]

@@ -205,10 +205,11 @@ def python_overhead(engine: LlamaEngine, ds: DecisionSet, decode_reps: int = 12)
     return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in res.items()}
 
 
-def batch_rows_exactness(engine: LlamaEngine, ds: DecisionSet, ks=(1, 2, 3, 4, 8), after: int = 4,
-                         prompts: int = 8) -> dict:
+def batch_rows_exactness(engine: LlamaEngine, ds: DecisionSet, ks=(1, 2, 3, 4, 8, 16), after: int = 4,
+                         prompts: int = 8, reps: int = 5) -> dict:
     """Per batch size k: are the logits of a k-row ``llama_decode`` (and of ``after`` single steps
-    that follow it) bit-identical to decoding the same tokens one by one? Max |difference| if not.
+    that follow it) bit-identical to decoding the same tokens one by one? Max |difference| if not,
+    and what the k-row decode costs (median of ``reps``, ms), the price of a draft row.
     Also the suffix prefill and single-token decode rates over ``prompts`` decision prompts (what
     a batch-invariant build would cost)."""
     import numpy as np
@@ -244,7 +245,15 @@ def batch_rows_exactness(engine: LlamaEngine, ds: DecisionSet, ks=(1, 2, 3, 4, 8
             engine.decode((t,), False)
             rows.append(engine.logits(-1).copy())
         diff = max(float(np.max(np.abs(a - b))) for a, b in zip(rows, ref))
-        out[str(k)] = {"identical": diff == 0.0, "max_abs_logit_diff": round(diff, 4)}
+        times = []
+        for _ in range(reps):
+            engine.truncate(n0)
+            t0 = time.perf_counter()
+            engine.decode(cont[:k], True)
+            times.append((time.perf_counter() - t0) * 1e3)
+        ms = statistics.median(times)
+        out[str(k)] = {"identical": diff == 0.0, "max_abs_logit_diff": round(diff, 4),
+                       "ms": round(ms, 2), "ms_per_row": round(ms / k, 2)}
     engine.truncate(n0)
     out["loadavg"] = loadavg()
     return out

@@ -9,12 +9,18 @@ decode tokens, and from then on every step decodes one token per running sequenc
 callback; a sequence that ends frees its slot at once, and a waiting request joins at the next
 step (continuous batching, as llama.cpp's server does with ``-np``).
 
-Per sequence the loop is the engine's step-by-step loop (``LlamaEngine.generate`` with
-jump-forward "off"): the same choices in the same order; with "exact" or "on" only the grammar's
-forced end is skipped, as the engine does (forced tokens are not batched into a step that other
-sequences share). With one sequence running, every step is a single-row decode as in the
-plain loop; when several share a step, llama.cpp's CPU kernels round a multi-row batch
-differently from a single row (see llama_engine's docstring), so a near tie can flip.
+Per sequence the loop is the engine's loop (``LlamaEngine.generate``): the same choices in the
+same order. Jump-forward works per sequence as in the engine: the grammar's forced end is
+skipped, and a forced span (JSON keys and punctuation, the rest of an enum value) rides in the
+step as draft rows after the sequence's pending token, each kept only while the constrained
+greedy choice at its row equals it (a rejected draft's KV cells are removed again). A sequence
+alone in a step takes as many drafts as the engine would ("exact": only as many as round like
+single steps, ``LlamaEngine.exact_rows``; "on": the whole span); a step that several sequences
+share is a multi-row batch anyway, which llama.cpp's CPU kernels round differently from single
+rows (see llama_engine's docstring), so there every sequence's whole forced span rides along:
+on a CPU, where decode is compute-bound, a row in a wide step costs a fraction of a single
+step, and on a GPU a step of many rows costs about one. A near tie can flip under multi-row
+kernels; with one sequence running, outputs are those of the engine's loop.
 
 KV cells: the cache is unified (n_ctx cells for all sequences). A request is admitted only when
 its unshared prompt tokens plus its token bound fit beside sequence 0 and the running
@@ -28,8 +34,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from quant_llm_node.engine.llama_engine import (
-    FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, JF_OFF, EngineError, GenerationResult,
-    LlamaEngine, context_room, jump_forward_mode)
+    FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, FORCED_MAX_TOKENS, JF_OFF, JF_ON, EngineError,
+    GenerationResult, LlamaEngine, context_room, jump_forward_mode)
 
 
 @dataclass
@@ -56,11 +62,14 @@ class _Seq:
         self.todo = prompt_tokens[cached:]   # prompt tokens still to evaluate
         self.pos = cached                    # next position of this sequence
         self.pending: Optional[int] = None   # chosen, not in the KV cache yet
-        self.row = -1                        # batch index of its logits row in this step
+        self.span = b""                      # grammar-forced bytes after the pending token
+        self.drafts: list[int] = []          # the span's tokens riding in this step
+        self.row = -1                        # batch index of its (first) logits row in this step
         self.text, self.n_out, self.finish = "", 0, FINISH_LENGTH
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.t_prompt = self.t_first = 0.0
         self.steps = 0
+        self.forced_drafted = self.forced_kept = 0
         self.sizes: dict[int, int] = {}
         self.done = False
         self.ticket = None  # the caller's handle (serving/batch_loop.py)
@@ -75,6 +84,7 @@ class _Seq:
             total_ms=(t_end - t0) * 1e3, finish_reason=self.finish, decode_steps=self.steps,
             grammar_full_passes=self.sampler.full_grammar_passes,
             grammar_topk_hits=self.sampler.topk_hits, decode_calls=self.steps,
+            forced_drafted=self.forced_drafted, forced_tokens=self.forced_kept,
             batch_sizes=dict(self.sizes))
 
 
@@ -90,7 +100,12 @@ class BatchDecoder:
         self.engine = engine
         self.n_parallel = n_parallel
         mode = jump_forward_mode(jump_forward)
-        self._exact = mode != JF_OFF  # batching skips only the forced end ("on" batches nothing more)
+        self._exact = mode != JF_OFF  # the grammar's forced end is skipped, forced spans batched
+        # drafts of a sequence alone in a step ("exact": what rounds like single steps, probed
+        # once the prefix is cached); in a shared step every sequence's whole forced span
+        self._on = mode == JF_ON
+        # most draft rows per sequence in a shared step (0: the pending token only)
+        self.shared_drafts = FORCED_MAX_TOKENS if self._exact else 0
         self.capacity = engine.batch_capacity
         self._llama_batch_free = llama_cpp.llama_batch_free
         self._is_eog = llama_cpp.llama_vocab_is_eog
@@ -146,16 +161,27 @@ class BatchDecoder:
 
     # ---- one step --------------------------------------------------------------------------
     def step(self) -> list[_Seq]:
-        """One ``llama_decode`` for every running sequence (a decode token each, plus prompt
-        chunks of joining ones); returns the sequences that ended. Raises EngineError, after
-        which ``abort`` must be called."""
+        """One ``llama_decode`` for every running sequence (a decode token each and its forced
+        drafts, plus prompt chunks of joining ones); returns the sequences that ended. Raises
+        EngineError, after which ``abort`` must be called."""
         b, cap, n = self._batch, self.capacity, 0
         tok, pos, seq_ids, want = b.token, b.pos, b.seq_id, b.logits
         stepping = [s for s in self.active if s.pending is not None]
+        shared = len(stepping) > 1 or any(s.todo for s in self.active)
+        most = self.shared_drafts if shared else self._alone_drafts()
+        spare = cap - len(stepping)  # rows left for drafts once every pending token has one
         for s in stepping:
-            tok[n], pos[n], seq_ids[n][0], want[n] = s.pending, s.pos, s.id, 1
+            s.drafts = []
+            if s.span and most > 0 and spare > 0:
+                room = min(most, spare, s.max_tokens - s.n_out)
+                if room > 0:
+                    s.drafts = self.engine.tokenize(s.span, False, False)[:room]
+                    spare -= len(s.drafts)
+            s.span = b""
             s.row = n
-            n += 1
+            for i, t in enumerate((s.pending, *s.drafts)):
+                tok[n + i], pos[n + i], seq_ids[n + i][0], want[n + i] = t, s.pos + i, s.id, 1
+            n += 1 + len(s.drafts)
         filling: list[tuple[_Seq, int]] = []
         for s in self.active:
             if not s.todo or n >= cap:
@@ -174,10 +200,13 @@ class BatchDecoder:
         self.engine.decode_batch(b)
         size = len(stepping) + sum(1 for s, _ in filling if s.row >= 0)
         for s in stepping:
-            s.pos += 1
             s.steps += 1
             s.sizes[size] = s.sizes.get(size, 0) + 1
-            self._choose(s, self._sample(s))
+            if s.drafts:
+                self._verify(s)
+            else:
+                s.pos += 1
+                self._choose(s, self._sample(s, s.row))
         now = time.perf_counter()
         for s, k in filling:
             s.pos += k
@@ -188,15 +217,49 @@ class BatchDecoder:
             if s.max_tokens <= 0:
                 s.done = True
                 continue
-            token = self._sample(s)
+            token = self._sample(s, s.row)
             s.t_first = time.perf_counter()
             self._choose(s, token)
         return self._collect()
 
-    def _sample(self, s: _Seq) -> int:
+    def _alone_drafts(self) -> int:
+        if not self._exact:
+            return 0
+        return FORCED_MAX_TOKENS if self._on else self.engine.exact_rows() - 1
+
+    def _verify(self, s: _Seq) -> None:
+        """Keep the drafts the constrained greedy choice agrees with, row by row (as the
+        engine's loop does); the first disagreement is the next pending token. The KV cells of
+        rejected drafts are removed."""
+        n = len(s.drafts)
+        s.forced_drafted += n
+        s.pos += 1  # the pending token
+        for i, d in enumerate(s.drafts):
+            y = self._sample(s, s.row + i)
+            if y != d:
+                self._drop_after(s)
+                self._choose(s, y)
+                return
+            s.forced_kept += 1
+            if self._is_eog(self.engine.vocab, d):
+                s.finish, s.done = FINISH_STOP, True
+                return
+            s.pos += 1
+            s.n_out += 1
+            s.text += s.decoder.decode(self.engine.token_bytes(d))
+            if self._emit(s):
+                self._drop_after(s)
+                return
+        self._choose(s, self._sample(s, s.row + n))
+
+    def _drop_after(self, s: _Seq) -> None:
+        """Forget the sequence's KV cells from its next position on (rejected drafts)."""
+        self.engine.seq_clear(s.id, s.pos)
+
+    def _sample(self, s: _Seq, row: int) -> int:
         if s.sampler.greedy:
-            return s.sampler.sample_at(s.row, self.engine.logits(s.row))
-        return s.sampler.sample(s.row)
+            return s.sampler.sample_at(row, self.engine.logits(row))
+        return s.sampler.sample(row)
 
     def _choose(self, s: _Seq, token: int) -> None:
         """The engine loop's handling of a chosen token (llama_engine.generate)."""
@@ -208,7 +271,7 @@ class BatchDecoder:
         if self._emit(s):
             return
         if s.forcing:
-            span, ends = s.sampler.forced_bytes(2)
+            span, ends = s.sampler.forced_bytes() if self.shared_drafts else s.sampler.forced_bytes(2)
             if ends and len(span) <= 1:
                 s.finish, s.done = FINISH_STOP, True
                 if span:
@@ -216,6 +279,7 @@ class BatchDecoder:
                     s.text += s.decoder.decode(span)
                     self._emit(s)
                 return
+            s.span = span
         s.pending = token
 
     def _emit(self, s: _Seq) -> bool:

@@ -51,6 +51,12 @@ class BatchLoop:
         self._thread = threading.Thread(target=self._run, name="qln-batch", daemon=True)
         self._thread.start()
 
+    @property
+    def decoder(self) -> BatchDecoder:
+        """The batch decoder this loop's thread drives (read its settings; benchmarks set
+        ``shared_drafts`` between rounds)."""
+        return self._decoder
+
     # ---- Generator -------------------------------------------------------------------------
     def generate(self, prompt: str, max_tokens: int, grammar: Optional[str] = None,
                  temperature: float = 0.0,
