@@ -235,6 +235,15 @@ class _Batch:
         self.close()
 
 
+def common_prefix(cached: Sequence[int], tokens: Sequence[int], most: int) -> int:
+    """How many leading ``tokens`` equal ``cached``'s, at most ``most``."""
+    n = min(len(cached), most)
+    common = 0
+    while common < n and cached[common] == tokens[common]:
+        common += 1
+    return common
+
+
 class LlamaEngine:
     """One GGUF model in llama.cpp, driven token by token."""
 
@@ -464,12 +473,7 @@ class LlamaEngine:
         """How many leading ``tokens`` sequence 0 holds in the KV cache (at most all but the
         last, which must be evaluated for logits)."""
         llm = self._require()
-        n = min(llm.n_tokens, len(tokens) - 1)
-        prev = llm.input_ids
-        common = 0
-        while common < n and prev[common] == tokens[common]:
-            common += 1
-        return common
+        return common_prefix(llm.input_ids[:llm.n_tokens], tokens, len(tokens) - 1)
 
     def prepare(self, tokens: Sequence[int]) -> tuple[int, list[int]]:
         """Keep the KV of the longest common prefix with ``tokens`` (at most all but the

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Sequence
 
 from quant_llm_node.engine.compute_thread import computes
-from quant_llm_node.engine.llama_engine import EngineError, _Batch
+from quant_llm_node.engine.llama_engine import EngineError, _Batch, common_prefix
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -62,12 +62,8 @@ class SideContext:
         if len(tokens) > self._n_ctx:
             raise EngineError("CONTEXT_OVERFLOW", f"{len(tokens)} tokens; the screen context "
                                                   f"holds {self._n_ctx}")
-        common = 0
-        for a, b in zip(self._cached, tokens):
-            if a != b:
-                break
-            common += 1
-        common = min(common, len(tokens) - 1, len(tokens) if reuse is None else reuse)
+        common = common_prefix(self._cached, tokens,
+                               len(tokens) - 1 if reuse is None else min(reuse, len(tokens) - 1))
         mem = llama_cpp.llama_get_memory(self._ctx)
         if not llama_cpp.llama_memory_seq_rm(mem, 0, common, -1):
             llama_cpp.llama_memory_clear(mem, True)

@@ -194,10 +194,7 @@ class PromptBuilder:
         template = SYSTEM_TEMPLATE if self.options.rules else LEGACY_TEMPLATE
         self.system_text = template.format(example=schema.example(), places=lines)
         self.examples = self._examples() if self.options.examples else []
-        probe = self._render(self.messages(_SENTINEL))
-        if _SENTINEL not in probe:
-            raise ValueError("chat template dropped the user message")
-        self.static_prefix = probe.split(_SENTINEL, 1)[0]
+        self.static_prefix = static_prefix(self._render, self.messages)
 
     def _examples(self) -> Messages:
         """The worked examples as (user, assistant) turns, with this map's place ids."""
@@ -262,6 +259,15 @@ class PromptBuilder:
         if not prompt.startswith(self.static_prefix):
             raise AssertionError("prompt does not start with the static prefix")
         return prompt
+
+
+def static_prefix(render: Renderer, messages: Callable[[str], Messages]) -> str:
+    """What every prompt ``render(messages(user_text))`` starts with, whatever the user text:
+    the rendering up to where the user text goes (raises ValueError when the template drops it)."""
+    probe = render(messages(_SENTINEL))
+    if _SENTINEL not in probe:
+        raise ValueError("chat template dropped the user message")
+    return probe.split(_SENTINEL, 1)[0]
 
 
 def plain_renderer(messages: Messages) -> str:

@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
-from quant_llm_node.reasoning.prompt import defuse
+from quant_llm_node.reasoning.prompt import defuse, static_prefix
 from quant_llm_node.reasoning.types import NavRequest
 
 Messages = list[dict[str, str]]
@@ -110,15 +110,14 @@ class ScreenPrompt:
         for report, answer in EXAMPLES:
             self._turns += [{"role": "user", "content": message(report)},
                             {"role": "assistant", "content": answer}]
-        sentinel = "\u2063QLN_SCREEN\u2063"
-        probe = render(self._turns + [{"role": "user", "content": sentinel}])
-        if sentinel not in probe:
-            raise ValueError("chat template dropped the user message")
-        self.static_prefix = probe.split(sentinel, 1)[0]
+        self.static_prefix = static_prefix(render, self._messages)
+
+    def _messages(self, user_text: str) -> Messages:
+        return self._turns + [{"role": "user", "content": user_text}]
 
     def build(self, request: NavRequest) -> str:
         """The full prompt; it always starts with ``static_prefix``."""
-        prompt = self._render(self._turns + [{"role": "user", "content": request_message(request)}])
+        prompt = self._render(self._messages(request_message(request)))
         if not prompt.startswith(self.static_prefix):
             raise AssertionError("screen prompt does not start with its static prefix")
         return prompt

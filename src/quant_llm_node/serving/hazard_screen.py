@@ -11,6 +11,7 @@ import time
 from typing import Callable, Optional
 
 from quant_llm_node.engine.llama_engine import EngineError, LlamaEngine
+from quant_llm_node.reasoning.prompt import plain_renderer
 from quant_llm_node.reasoning.screen import LABEL_SAFE, LABEL_UNSAFE, ScreenPrompt, ScreenVerdict
 from quant_llm_node.reasoning.types import NavRequest
 
@@ -37,7 +38,7 @@ class HazardScreen:
         self.clear_margin = clear_margin
         self.owns_engine = owns_engine  # a screen model of its own, freed with the screen
         self.model_id = engine.model_id
-        self.prompt = ScreenPrompt(render or engine.chat_renderer() or _plain)
+        self.prompt = ScreenPrompt(render or engine.chat_renderer() or plain_renderer)
         self._unsafe = _first_token(engine, LABEL_UNSAFE)
         self._safe = _first_token(engine, LABEL_SAFE)
         if self._unsafe == self._safe:
@@ -73,8 +74,3 @@ class HazardScreen:
 
 def _first_token(engine: LlamaEngine, label: str) -> int:
     return engine.tokenize(label, add_bos=False, special=False)[0]
-
-
-def _plain(messages):
-    from quant_llm_node.reasoning.prompt import plain_renderer
-    return plain_renderer(messages)
