@@ -164,3 +164,13 @@ def describe_parameters(ros: Client, node_name: str, names: list[str]):
     from rcl_interfaces.srv import DescribeParameters
     req = DescribeParameters.Request(names=names)
     return ros.call(DescribeParameters, f"/{node_name}/describe_parameters", req, timeout=30).descriptors
+
+
+def set_parameters_atomically(ros: Client, node_name: str, values: dict[str, Any]):
+    """Set several parameters of another process's node as one change; the one result."""
+    from rcl_interfaces.srv import SetParametersAtomically
+    from rclpy.parameter import Parameter
+    req = SetParametersAtomically.Request()
+    req.parameters = [Parameter(name, value=value).to_parameter_msg() for name, value in values.items()]
+    return ros.call(SetParametersAtomically, f"/{node_name}/set_parameters_atomically", req,
+                    timeout=30).result

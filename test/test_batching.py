@@ -230,13 +230,14 @@ def test_service_serves_concurrent_requests_in_slots(model_path):
     from quant_llm_node.paths import config_dir
     from quant_llm_node.serving.assembly import assemble
     from quant_llm_node.serving.service import NavigationService
+    from quant_llm_node.serving.model_holder import ModelHolder
 
     cfg = load_config(config_dir() / "robot.yaml")
     cfg.model.name, cfg.model.verify_checksum = str(model_path), False
     cfg.engine.n_parallel, cfg.engine.n_ctx, cfg.engine.n_threads = 3, 4096, THREADS
     cfg.serving.rule_forced = False
     assembly = assemble(cfg, grounding=False)
-    service = NavigationService(assembly.cfg, assembly.pipeline())
+    service = NavigationService(ModelHolder.of(assembly))
     service.start()
     try:
         assert service.scheduler.slots == 3 and service.status().slots == 3

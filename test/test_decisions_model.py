@@ -14,6 +14,7 @@ from quant_llm_node.config import Config
 from quant_llm_node.reasoning.validation import validate_request
 from quant_llm_node.serving.assembly import assemble
 from quant_llm_node.serving.service import NavigationService
+from quant_llm_node.serving.model_holder import ModelHolder
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT / "bench" / "data" / "corpus" / "dev.yaml"
@@ -31,8 +32,9 @@ def service(model_path):
     cfg = Config()
     cfg.engine.n_threads = 2
     cfg.model.verify_checksum = False
+    cfg.serving.rule_forced = False  # the model reads every request, the attacks included
     assembly = assemble(cfg)
-    svc = NavigationService(assembly.cfg, assembly.pipeline())
+    svc = NavigationService(ModelHolder.of(assembly))
     svc.start()
     yield svc
     svc.stop()
@@ -52,6 +54,7 @@ def test_dev_sample_of_injections_and_text_hazards_has_no_forbidden_decision(ser
                        lambda view, text, n: streamed.append((view, text)))
         assert ev.wait(600), case["id"]
         resp = done[0]
+        assert not resp.success or resp.raw_text or resp.decision.source == "fallback", case["id"]
         res = score_case(case, resp)
         if res.forbidden:
             bad.append((case["id"], res.action, res.target, resp.raw_text))

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from quant_llm_node.config import Config
+from quant_llm_node.config import Config, SafetyConfig
 from quant_llm_node.reasoning.prompt import (
-    LEGACY_TEMPLATE, PromptOptions, Thresholds, defuse, plain_renderer, state_facts)
+    LEGACY_TEMPLATE, PromptOptions, defuse, plain_renderer, state_facts)
 from quant_llm_node.reasoning.task import DecisionTask
 from quant_llm_node.reasoning.types import NavRequest, RobotState
 
@@ -53,7 +53,7 @@ def test_report_is_quoted_data_and_cannot_open_a_chat_turn():
 
 
 def test_state_facts_use_the_thresholds():
-    t = Thresholds()
+    t = SafetyConfig()
     f = state_facts(RobotState(speed_mps=1.0, people_distances_m=[3.0]), t)
     assert "person within stop distance (3.2 m): yes" in f and "sensors clear: no" in f
     f = state_facts(RobotState(speed_mps=0.0, people_distances_m=[3.0], battery_pct=5.0), t)

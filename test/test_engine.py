@@ -125,3 +125,26 @@ def test_top_candidates_settle_grammar_rejections_like_a_full_pass(engine, monke
         assert fast.grammar_topk_hits >= 1 and fast.grammar_full_passes < full.grammar_full_passes
     else:  # the rejection was settled one way or the other, with the same result
         assert fast.grammar_topk_hits + fast.grammar_full_passes >= 1
+
+
+def test_a_warm_up_in_the_background_leaves_the_same_state_as_one_in_the_foreground(engine, prompts):
+    """A model swap warms its prefix in WARM_SLICE-token slices (pause points between them);
+    configure warms it in n_batch chunks. On this build both give the same bits: the next
+    logits are identical, so decisions after a swap are those after a fresh configure."""
+    import numpy as np
+
+    from quant_llm_node.engine import compute_thread
+    builder, _ = prompts
+    prefix = builder.static_prefix
+    suffix = engine.tokenize(" The aisle is clear.", add_bos=False, special=False)
+
+    def logits_after_warm(background: bool):
+        engine.reset_cache()
+        if background:
+            with compute_thread.background():
+                compute_thread.run(engine.warm, prefix)
+        else:
+            engine.warm(prefix)
+        engine.eval(suffix)
+        return engine.logits(-1).copy()
+    assert np.array_equal(logits_after_warm(False), logits_after_warm(True))

@@ -9,7 +9,7 @@ import pytest
 
 from quant_llm_node.engine.llama_engine import FINISH_INTERRUPTED, FINISH_STOP
 from quant_llm_node.engine.remote import FINISH_DEADLINE, RemoteEngine, RemoteError, RemoteErrorKind
-from test_remote_support import FaultServer, remote_cfg
+from test_remote_support import HOSTILE_SHAPES, FaultServer, remote_cfg
 
 TOKEN = "fault-test-token-abcdef0123456789"
 QUICK_S = 1.0
@@ -151,3 +151,100 @@ def test_proxy_settings_in_the_environment_are_ignored(monkeypatch):
         eng = _engine(srv.url)
         assert eng.generate("p", 8).text == "direct"
         eng.close()
+
+
+# ---- the hostile shapes: each is a failure of a known kind, quickly, never a crash ----------
+def _guarded(url: str, failures: int = 3, **kw):
+    from quant_llm_node.config import Config
+    from quant_llm_node.reasoning.task import DecisionTask
+    from quant_llm_node.serving.breaker import CircuitBreaker
+    from quant_llm_node.serving.remote_guard import GuardedRemote
+    from quant_llm_node.serving.remote_status import RemoteMonitor
+    engine = RemoteEngine(remote_cfg(url, **kw))
+    breaker = CircuitBreaker(failures, 10.0)
+    monitor = RemoteMonitor(breaker, mode="hybrid", server=engine.endpoint.origin, api="llama_cpp",
+                            model="", window=64, warn_local_share=0.2)
+    return GuardedRemote(engine, breaker, monitor, DecisionTask.from_config(Config()).schema.parse)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", sorted(m for m, kind in HOSTILE_SHAPES.items() if kind))
+def test_every_hostile_shape_is_a_counted_failure_of_its_kind(mode, monkeypatch):
+    monkeypatch.setenv("QLN_TEST_FAULT_TOKEN", TOKEN)
+    expected = HOSTILE_SHAPES[mode]
+    with FaultServer(mode, stall_s=30, status=500, body='{"error": "boom"}') as srv:
+        guard = _guarded(srv.url, read_timeout_s=1.0, token_env="QLN_TEST_FAULT_TOKEN")
+        t0 = time.perf_counter()
+        result, error = None, None
+        try:
+            result = guard.attempt("p", 32, None, 0.0, None, None, 1, 2.0)
+        except RemoteError as exc:
+            error = exc
+        took = time.perf_counter() - t0
+        guard.close()
+    snap = guard.monitor.snapshot()
+    assert snap.errors.get(expected) == 1, (mode, snap.errors, error)
+    assert took < 2.0 + QUICK_S + 1.0                       # bounded by the call's deadline
+    if expected == "slow":
+        assert result is not None and result.finish_reason == FINISH_DEADLINE
+    else:
+        assert error is not None and error.kind.value == expected
+        message = str(error)
+        message.encode("utf-8")                              # valid wherever it goes
+        assert TOKEN not in message and len(message) < 1000
+
+
+def test_a_forbidden_action_is_a_decision_the_rules_then_judge():
+    with FaultServer("forbidden_action") as srv:
+        guard = _guarded(srv.url)
+        result = guard.attempt("p", 32, None, 0.0, None, None, 1, 5.0)
+        guard.close()
+    assert '"continue"' in result.text and guard.monitor.snapshot().errors == {}
+
+
+def test_answers_that_are_no_decision_open_the_circuit():
+    with FaultServer("unknown_place") as srv:
+        guard = _guarded(srv.url, failures=3)
+        for _ in range(3):
+            with pytest.raises(RemoteError) as info:
+                guard.attempt("p", 32, None, 0.0, None, None, 1, 5.0)
+            assert info.value.kind is RemoteErrorKind.INVALID_OUTPUT
+        with pytest.raises(RemoteError) as info:
+            guard.attempt("p", 32, None, 0.0, None, None, 1, 5.0)
+        guard.close()
+    assert info.value.kind is RemoteErrorKind.CIRCUIT_OPEN and len(srv.requests) == 3
+
+
+def test_the_warm_up_has_a_deadline():
+    with FaultServer("empty_forever") as srv:
+        eng = _engine(srv.url, read_timeout_s=1.0, connect_timeout_s=0.5)
+        t0 = time.perf_counter()
+        with pytest.raises(RemoteError) as info:
+            eng.warm("a static prefix")
+        took = time.perf_counter() - t0
+        eng.close()
+    assert info.value.kind is RemoteErrorKind.TIMEOUT and took < 1.5 + QUICK_S
+
+
+@pytest.mark.parametrize("content, what", [("tokA\ntokB\n", "more than one line"),
+                                           ("tok en", "a space"), ("tok\x07en", "control")])
+def test_a_token_that_is_not_one_visible_line_is_refused_without_printing_it(tmp_path, content, what):
+    from quant_llm_node.engine.remote_security import RemoteConfigError
+    path = tmp_path / "token"
+    path.write_text(content)
+    with pytest.raises(RemoteConfigError) as info:
+        _engine("http://127.0.0.1:9", token_file=str(path))
+    assert what in str(info.value)
+    for part in ("tokA", "tokB", "tok en", "tok\x07en"):
+        assert part not in str(info.value)
+
+
+def test_redaction_covers_escaped_forms_of_the_token():
+    from quant_llm_node.engine.remote_security import Secret
+    token = 'tok"en\\/+=&'
+    secret = Secret(token)
+    import json
+    import urllib.parse
+    for form in (token, json.dumps(token), repr(token), urllib.parse.quote(token, safe=""),
+                 urllib.parse.quote_plus(token), repr(token.encode())):
+        assert token not in secret.redact(f"x {form} y") and "***" in secret.redact(f"x {form} y")

@@ -8,6 +8,7 @@ from quant_llm_node.config import Config
 from quant_llm_node.bench.scenarios import raw_request
 from quant_llm_node.serving.assembly import assemble
 from quant_llm_node.serving.service import NavigationService
+from quant_llm_node.serving.model_holder import ModelHolder
 from test_remote_support import LlamaServer, free_port
 
 LONG_MS = 300_000
@@ -31,7 +32,7 @@ def started(backend: str, url: str, **serving):
     for k, v in serving.items():
         setattr(cfg.serving, k, v)
     assembly = assemble(cfg, grounding=False)
-    svc = NavigationService(assembly.cfg, assembly.pipeline())
+    svc = NavigationService(ModelHolder.of(assembly))
     svc.start()
     return assembly, svc
 

@@ -178,6 +178,25 @@ def sse_chunk(text: str = "", finish: Optional[str] = None) -> bytes:
     return f"data: {json.dumps(doc)}\n\n".encode()
 
 
+DECISION = '{"action": "continue", "speed": 1.0, "target": "", "reason": "way clear"}'
+# The hostile shapes: mode -> the kind of failure the node must count for it ("" = not a
+# failure: a well-formed answer that the safety rules must still have the last word over).
+HOSTILE_SHAPES = {
+    "surrogate_text": "bad_response", "surrogate_error": "bad_response",
+    "nan_usage": "bad_response", "inf_usage": "bad_response", "huge_int": "bad_response",
+    "bad_json": "bad_response", "not_sse": "bad_response", "long_line": "bad_response",
+    "huge_text": "bad_response", "mid_json": "broken_stream", "truncated": "broken_stream",
+    "endless": "slow", "empty_forever": "slow", "late_first_byte": "timeout",
+    "status": "server_error", "redirect": "rejected", "unknown_place": "invalid_output",
+    "forbidden_action": "",
+}
+
+
+def _escaped(text: str) -> str:
+    """``text`` as the inside of a JSON string literal."""
+    return json.dumps(text)[1:-1]
+
+
 class FaultServer:
     """A tiny HTTP server on loopback whose answer to POST /v1/completions is ``mode``:
 
@@ -189,7 +208,19 @@ class FaultServer:
     - ``text``: a well-formed stream of ``text`` (one event per word), finish stop, [DONE]
     - ``truncated``: two tokens, then the connection closes without a finish
     - ``redirect``: 307 to ``location``
-    It records each request's headers and body, and (stall, silent) when the client hung up.
+    and the hostile shapes (HOSTILE_SHAPES):
+    - ``surrogate_text`` / ``surrogate_error``: a lone surrogate in the decision's reason, or in
+      an in-band error message
+    - ``nan_usage`` / ``inf_usage`` / ``huge_int``: NaN, Infinity, a 5000-digit integer as a
+      usage count, beside a valid decision
+    - ``mid_json``: the socket closed in the middle of an event's JSON
+    - ``endless``: tokens forever; ``empty_forever``: keep-alive comments forever
+    - ``late_first_byte``: the first byte only after ``stall_s`` (30 s)
+    - ``long_line``: a 50 MB line; ``huge_text``: text far past any answer's length
+    - ``unknown_place``: a decision going to a place no map has; ``forbidden_action``: a
+      well-formed decision to drive on at full speed
+    ``mode`` can be changed between requests. It records each request's headers and body, and
+    (stall, silent) when the client hung up.
     """
 
     def __init__(self, mode: str = "text", *, status: int = 500, body: str = "",
@@ -309,9 +340,87 @@ class FaultServer:
 
     def _serve_redirect(self, h) -> None:
         h.send_response(307)
-        h.send_header("Location", self.location)
+        h.send_header("Location", self.location or "http://127.0.0.1:9/v1/completions")
         h.send_header("Content-Length", "0")
         h.end_headers()
+
+    # -- hostile shapes ------------------------------------------------------------------
+    def _events(self, h, *payloads: str, done: bool = True) -> None:
+        self._sse_headers(h)
+        for payload in payloads:
+            self._chunk(h, f"data: {payload}\n\n".encode())
+        if done:
+            self._chunk(h, b"data: [DONE]\n\n")
+        self._chunk(h, b"")
+
+    @staticmethod
+    def _choice(text: str, finish: Optional[str] = "stop", usage: str = "") -> str:
+        fin = json.dumps(finish)
+        tail = f', "usage": {usage}' if usage else ""
+        return f'{{"choices": [{{"index": 0, "text": "{text}", "finish_reason": {fin}}}]{tail}}}'
+
+    def _serve_surrogate_text(self, h) -> None:
+        bad = _escaped(DECISION).replace("way clear", "\\ud800")  # an escape: a lone surrogate
+        self._events(h, self._choice(bad))
+
+    def _serve_surrogate_error(self, h) -> None:
+        self._events(h, '{"error": {"message": "\\ud800 model crashed", "code": 500}}')
+
+    def _serve_nan_usage(self, h) -> None:
+        self._events(h, self._choice(_escaped(DECISION), usage='{"completion_tokens": NaN}'))
+
+    def _serve_inf_usage(self, h) -> None:
+        self._events(h, self._choice(_escaped(DECISION), usage='{"prompt_tokens": Infinity}'))
+
+    def _serve_huge_int(self, h) -> None:
+        self._events(h, self._choice(_escaped(DECISION), usage='{"completion_tokens": 9' + "9" * 4999 + "}"))
+
+    def _serve_mid_json(self, h) -> None:
+        self._sse_headers(h)
+        self._chunk(h, b'data: {"choices": [{"index": 0, "te')
+        h.close_connection = True
+        h.wfile.flush()
+        h.connection.shutdown(socket.SHUT_RDWR)
+
+    def _forever(self, h, data: bytes, period_s: float = 0.05) -> None:
+        """Send ``data`` every ``period_s`` until the client hangs up (or the server stops)."""
+        self._sse_headers(h)
+        while not self._release.is_set():
+            try:
+                self._chunk(h, data)
+            except OSError:
+                self.disconnected_at.append(time.monotonic())
+                return
+            time.sleep(period_s)
+
+    def _serve_endless(self, h) -> None:
+        self._forever(h, f"data: {self._choice(' ', None)}\n\n".encode())
+
+    def _serve_empty_forever(self, h) -> None:
+        self._forever(h, b": keep-alive\n\n")
+
+    def _serve_late_first_byte(self, h) -> None:
+        self._watch_disconnect(h)
+
+    def _serve_long_line(self, h) -> None:
+        self._sse_headers(h)
+        try:
+            self._chunk(h, b"data: {\"choices\": [{\"text\": \"")
+            block = b"x" * (1 << 20)
+            for _ in range(50):  # 50 MB without a newline
+                self._chunk(h, block)
+        except OSError:
+            self.disconnected_at.append(time.monotonic())
+
+    def _serve_huge_text(self, h) -> None:
+        self._forever(h, f"data: {self._choice('x' * 4000, None)}\n\n".encode(), period_s=0.001)
+
+    def _serve_unknown_place(self, h) -> None:
+        text = DECISION.replace('"continue"', '"go_to"').replace('"target": ""', '"target": "moon_base"')
+        self._events(h, self._choice(_escaped(text)))
+
+    def _serve_forbidden_action(self, h) -> None:
+        self._events(h, self._choice(_escaped(DECISION.replace("1.0", "1.5"))))
 
 
 # ---- the decision task and its prompt --------------------------------------------------------

@@ -44,7 +44,8 @@ def test_set_safety_threshold_changes_the_next_decision(ros, node):
     st = diagnostics_of(ros, node.name, lambda s: any(
         kv.key == "safety.max_speed_mps" and kv.value == "0.20" for kv in s.values), status="settings")
     assert st is not None, "diagnostics report the active value"
-    assert set_parameters(ros, node.name, {"safety.max_speed_mps": 1.5})[0].successful
+    back = set_parameters(ros, node.name, {"safety.max_speed_mps": 1.5})[0]
+    assert not back.successful and "at launch" in back.reason  # a running node only tightens
 
 
 def test_invalid_live_value_is_refused_like_configure_would(ros, node):

@@ -196,6 +196,22 @@ def test_the_screen_is_deterministic_and_reuses_its_prefix(screen):
     assert screen.check(req).score == a.score and a.score != b.score
 
 
+def test_a_warm_up_in_the_background_gives_the_same_verdicts(screen_engine, screen):
+    """A model swap warms the screen's prefix in slices with pause points; the scores after it
+    are, bitwise, those after the foreground warm-up."""
+    from quant_llm_node.engine import compute_thread
+    from quant_llm_node.serving.hazard_screen import HazardScreen
+    other = HazardScreen(screen_engine, screen.margin)
+    try:
+        with compute_thread.background():
+            compute_thread.run(other.warm)
+        for report in (*UNSEEN_HAZARDS, *CLEAR_REPORTS):
+            req = NavRequest("r", report, state=CLEAR)
+            assert other.check(req).score == screen.check(req).score, report
+    finally:
+        other.close()
+
+
 def test_a_side_context_shares_the_weights_and_leaves_the_decision_cache_alone(model_path):
     """Over the decision model: the same logits as the engine's own context for the same
     tokens, and the engine's cached prefix is untouched."""

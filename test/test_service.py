@@ -6,6 +6,8 @@ the ROS tests). The task, prompts, schema and safety rules are the real ones.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import threading
 import time
 
@@ -69,7 +71,7 @@ def make_service(generator=None, grounder=None, use_grammar=True, queue_size=8, 
     cfg.serving.queue_size = queue_size
     cfg.serving.rule_forced = rule_forced  # off where a test needs the model asked anyway
     task = DecisionTask.from_config(cfg)
-    svc = NavigationService(cfg, Pipeline(task=task, prompts=task.prompts(), generator=generator,
+    svc = NavigationService.over(cfg, Pipeline(task=task, prompts=task.prompts(), generator=generator,
                                           grounder=grounder, model_id="scripted:Q4"))
     svc.start()
     return svc
@@ -115,16 +117,36 @@ def test_grounded_goal_sets_the_target_and_reaches_the_prompt(stop_after):
 @pytest.mark.parametrize("status,code", [(GroundingStatus.UNKNOWN, "UNKNOWN_PLACE"),
                                          (GroundingStatus.EMPTY, "UNKNOWN_PLACE"),
                                          (GroundingStatus.AMBIGUOUS, "AMBIGUOUS_PLACE")])
-def test_goal_that_names_no_single_place_is_rejected_before_the_model(stop_after, status, code):
-    gen = ScriptedGenerator(decision_text())
+def test_goal_that_names_no_single_place_is_decided_without_it(stop_after, status, code):
+    """The request is decided as if it had no goal (it can go nowhere): a decision that would
+    move becomes the goal's rejection, a halt goes out with the goal's code beside it."""
+    gen = ScriptedGenerator(decision_text("go_to", 1.0, "dock_1"))
     result = GroundingResult(status, None, 0.5, 0.0, [("dock_1", 0.5), ("dock_2", 0.5)], "lexical")
     svc = make_service(gen, FixedGrounder(result))
     stop_after(svc)
     resp = svc.ask(raw(goal="a dock"), 10)
     assert not resp.success and resp.error_code == code and resp.grounding is result
-    assert gen.prompts == [] and resp.model_id == "scripted:Q4"
+    assert "Goal: none." in gen.prompts[-1] and resp.model_id == "scripted:Q4"
     if code == "AMBIGUOUS_PLACE":
         assert "dock_1, dock_2" in resp.error_message
+
+
+@pytest.mark.parametrize("status,code", [(GroundingStatus.UNKNOWN, "UNKNOWN_PLACE"),
+                                         (GroundingStatus.AMBIGUOUS, "AMBIGUOUS_PLACE")])
+def test_a_goal_that_does_not_ground_never_hides_a_hazard(stop_after, status, code):
+    gen = ScriptedGenerator(decision_text("go_to", 1.0, "dock_1"))
+    result = GroundingResult(status, None, 0.5, 0.0, [("dock_1", 0.5), ("dock_2", 0.5)], "lexical")
+    svc = make_service(gen, FixedGrounder(result), rule_forced=False)
+    stop_after(svc)
+    spill = svc.ask(raw("Oil is leaking across the whole aisle ahead.", goal="the moon base"), 10)
+    assert spill.success and spill.error_code == code
+    assert spill.decision.action == "stop" and spill.decision.target_place_id == ""
+    assert "text_hazard_stop" in spill.decision.rules_fired
+    # the model's reroute around the hazard has no goal to head for: a halt
+    svc.holder.replace_pipeline(dataclasses.replace(
+        svc.pipeline, generator=ScriptedGenerator(decision_text("reroute", 0.5, "dock_1"))))
+    around = svc.ask(raw("Oil is leaking across the whole aisle ahead.", goal="the moon base"), 10)
+    assert around.success and around.error_code == code and around.decision.action == "stop"
 
 
 @pytest.mark.parametrize("error,code", [
@@ -237,3 +259,24 @@ def test_streamed_view_is_the_checked_action_not_the_models(stop_after):
     views = [v for v in seen if v is not None]
     assert views and all(v.action == box[0].decision.action == "stop" for v in views)
     assert all(v.source == "safety_override" and v.model_action == "continue" for v in views)
+
+
+@pytest.mark.parametrize("rule_forced", [True, False])
+def test_a_full_queue_never_withholds_a_halt_the_rules_decide(stop_after, rule_forced):
+    """A person inside the stop distance with a goal set: the stop is answered at intake, with
+    the queue full, whether rule-forced answers are on or not (off: only when the queue is full)."""
+    gen = ScriptedGenerator(decision_text(), block=True)
+    ok = GroundingResult(GroundingStatus.OK, "packing", 1.0, 1.0, [("packing", 1.0)], "lexical")
+    svc = make_service(gen, FixedGrounder(ok), queue_size=1, rule_forced=rule_forced)
+    stop_after(svc)
+    answers: list = []
+    svc.submit(raw(deadline_ms=5000), answers.append)      # runs (blocks)
+    assert gen.started.wait(5)
+    svc.submit(raw(deadline_ms=5000), answers.append)      # queued: the queue is full now
+    svc.submit(raw(deadline_ms=5000), answers.append)
+    assert [a.error_code for a in answers] == ["OVERLOADED"]
+    halt = svc.ask(raw("Heading to packing.", goal="the packing tables", speed_mps=0.8,
+                       people_distances_m=[0.5]), 1)
+    assert halt.success and halt.decision.action == "stop" and not halt.error_code
+    assert "person_within_stop_distance" in halt.decision.rules_fired
+    assert halt.completion_tokens == 0  # answered while the worker is still blocked

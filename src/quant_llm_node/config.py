@@ -25,24 +25,59 @@ class ConfigError(ValueError):
     """A setting is unknown, of the wrong type or out of range."""
 
 
+class ApplyMode(str, Enum):
+    """When a changed setting takes effect on a running node."""
+
+    LIVE = "live"      # at once, atomically, for the next request
+    SWAP = "swap"      # a model swap: the new model loads in the background, then replaces the old
+    RELOAD = "reload"  # at the next configure (refused while the node is configured)
+    FIXED = "fixed"    # read at start only (read-only parameter)
+
+
+class Safer(str, Enum):
+    """Which way a safety-relevant setting becomes stricter. Once the node has started, a change
+    may only go this way; loosening is a launch-time decision."""
+
+    HIGHER = "higher"  # larger values are stricter (distances, reaction time, battery levels)
+    LOWER = "lower"    # smaller values are stricter (speed caps, flag margins)
+    ON = "on"          # true is stricter (rule toggles, checks)
+    OFF = "off"        # false is stricter (permissions)
+
+
+_SAFER_TEXT = {Safer.HIGHER: "larger is stricter", Safer.LOWER: "smaller is stricter",
+               Safer.ON: "true is stricter", Safer.OFF: "false is stricter"}
+
+
 def setting(default: Any, description: str, *, lo: float | None = None, hi: float | None = None,
-            choices: tuple | None = None) -> Any:
-    """A config field with the metadata that validation and ROS descriptors use."""
-    meta = {"description": description, "lo": lo, "hi": hi, "choices": choices}
+            choices: tuple | None = None, mode: ApplyMode = ApplyMode.RELOAD,
+            safer: Safer | None = None) -> Any:
+    """A config field with the metadata that validation, ROS descriptors and the safety envelope
+    use: its range or choices, when a change applies (``mode``) and, for a safety-relevant
+    setting, which way is stricter (``safer``)."""
+    meta = {"description": description, "lo": lo, "hi": hi, "choices": choices, "mode": mode,
+            "safer": safer}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
+LIVE, SWAP, FIXED = ApplyMode.LIVE, ApplyMode.SWAP, ApplyMode.FIXED
+
+
 @dataclass
 class ModelConfig:
     name: str = setting("qwen2.5-coder-0.5b-instruct-q4_k_m",
-                        "manifest name (models/manifest.yaml) or path to a .gguf file")
+                        "manifest name (models/manifest.yaml) or path to a .gguf file", mode=SWAP)
     sha256: str = setting("", "expected sha256 of the model file; empty = the manifest's value "
-                              "for manifest names, no check for paths")
+                              "for manifest names, no check for paths", mode=SWAP)
     verify_checksum: bool = setting(True, "checksum the file at configure (the only guard "
-                                          "against corrupted weights, which still load)")
+                                          "against corrupted weights, which still load)",
+                                    mode=FIXED, safer=Safer.ON)
     draft_name: str = setting("", "draft model (same tokenizer) for engine.speculative: draft")
+    allow_unlisted: bool = setting(False, "let a running node swap in a .gguf path that neither the "
+                                          "manifest nor model.sha256 vouches for (a launch-time "
+                                          "permission; false: only known files are swapped in live)",
+                                   mode=FIXED, safer=Safer.OFF)
 
 
 @dataclass
@@ -56,10 +91,11 @@ class EngineConfig:
     kv_cache_type: str = setting("f16", "KV cache element type", choices=tuple(KV_CACHE_TYPES))
     max_tokens: int = setting(
         96, "maximum tokens generated per answer without the grammar; with it, never fewer than "
-            "the grammar's longest decision, so a constrained answer is never cut off", lo=1, hi=4096)
+            "the grammar's longest decision, so a constrained answer is never cut off", lo=1, hi=4096,
+        mode=LIVE)
     temperature: float = setting(0.0, "sampling temperature; 0 = greedy (deterministic)",
-                                 lo=0.0, hi=2.0)
-    use_grammar: bool = setting(True, "constrain decoding to the decision JSON schema")
+                                 lo=0.0, hi=2.0, mode=LIVE)
+    use_grammar: bool = setting(True, "constrain decoding to the decision JSON schema", mode=LIVE)
     use_mmap: bool = setting(True, "memory-map the model file")
     speculative: str = setting("off", "speculative decoding: off, lookup (prompt n-grams) or "
                                       "draft (model.draft_name)", choices=("off", "lookup", "draft"))
@@ -85,66 +121,79 @@ class EngineConfig:
     backend: str = setting("local", "who generates decisions: local (this process's model), remote "
                                     "(the inference server in the remote section) or hybrid (the "
                                     "server first, the local model when it fails or is slow)",
-                           choices=("local", "remote", "hybrid"))
+                           choices=("local", "remote", "hybrid"), mode=FIXED)
 
 
 @dataclass
 class ServingConfig:
     queue_size: int = setting(16, "queued requests before new ones are rejected OVERLOADED",
-                              lo=1, hi=10000)
+                              lo=1, hi=10000, mode=LIVE)
     default_deadline_ms: int = setting(15000, "deadline for requests that set none", lo=1,
-                                       hi=3_600_000)
-    max_deadline_ms: int = setting(600_000, "longest deadline accepted", lo=1, hi=86_400_000)
+                                       hi=3_600_000, mode=LIVE)
+    max_deadline_ms: int = setting(600_000, "longest deadline accepted", lo=1, hi=86_400_000,
+                                   mode=LIVE)
     safety_priority: int = setting(200, "priority at or above which a request is "
                                         "safety-critical (served first, may preempt)",
-                                   lo=0, hi=255)
-    max_query_chars: int = setting(2000, "longest query text accepted", lo=1, hi=100_000)
-    max_goal_chars: int = setting(200, "longest goal text accepted", lo=1, hi=10_000)
-    max_context_chars: int = setting(4000, "longest context_json accepted", lo=0, hi=100_000)
-    max_request_id_chars: int = setting(128, "longest request id accepted", lo=1, hi=1024)
-    max_people: int = setting(64, "most people distances accepted", lo=0, hi=10_000)
+                                   lo=0, hi=255, mode=LIVE)
+    max_query_chars: int = setting(2000, "longest query text accepted", lo=1, hi=100_000, mode=LIVE)
+    max_goal_chars: int = setting(200, "longest goal text accepted", lo=1, hi=10_000, mode=LIVE)
+    max_context_chars: int = setting(4000, "longest context_json accepted", lo=0, hi=100_000,
+                                     mode=LIVE)
+    max_request_id_chars: int = setting(128, "longest request id accepted", lo=1, hi=1024,
+                                        mode=LIVE)
+    max_people: int = setting(64, "most people distances accepted", lo=0, hi=10_000, mode=LIVE)
     latency_window: int = setting(512, "recent requests kept for latency percentiles",
                                   lo=8, hi=100_000)
     rule_forced: bool = setting(True, "answer at once, without the model, a request whose final "
                                       "action the safety rules fix whatever the model says (e.g. "
                                       "a person inside the stop distance); requests with a goal "
                                       "still go through grounding and the worker, which then "
-                                      "skips the hazard screen when the rules halt anyway")
+                                      "skips the hazard screen when the rules halt anyway",
+                              mode=LIVE)
 
 
 @dataclass
 class SafetyConfig:
-    enabled: bool = setting(True, "apply the safety rules (they have the last word)")
+    enabled: bool = setting(True, "apply the safety rules (they have the last word)",
+                            mode=FIXED, safer=Safer.ON)
     person_stop_distance_m: float = setting(2.0, "a person closer than this forces stop",
-                                            lo=0.0, hi=50.0)
+                                            lo=0.0, hi=50.0, mode=LIVE, safer=Safer.HIGHER)
     person_reaction_time_s: float = setting(1.2, "reaction and braking time: the person stop "
-                                                 "distance grows by speed x this", lo=0.0, hi=10.0)
+                                                 "distance grows by speed x this", lo=0.0, hi=10.0,
+                                            mode=LIVE, safer=Safer.HIGHER)
     person_slow_distance_m: float = setting(5.0, "a person closer than this caps speed",
-                                            lo=0.0, hi=100.0)
-    person_slow_speed_mps: float = setting(0.3, "speed cap near people", lo=0.0, hi=5.0)
+                                            lo=0.0, hi=100.0, mode=LIVE, safer=Safer.HIGHER)
+    person_slow_speed_mps: float = setting(0.3, "speed cap near people", lo=0.0, hi=5.0,
+                                           mode=LIVE, safer=Safer.LOWER)
     obstacle_stop_distance_m: float = setting(1.0, "an obstacle closer than this forces stop",
-                                              lo=0.0, hi=50.0)
+                                              lo=0.0, hi=50.0, mode=LIVE, safer=Safer.HIGHER)
     obstacle_slow_distance_m: float = setting(3.0, "an obstacle closer than this caps speed",
-                                              lo=0.0, hi=100.0)
-    obstacle_slow_speed_mps: float = setting(0.5, "speed cap near obstacles", lo=0.0, hi=5.0)
+                                              lo=0.0, hi=100.0, mode=LIVE, safer=Safer.HIGHER)
+    obstacle_slow_speed_mps: float = setting(0.5, "speed cap near obstacles", lo=0.0, hi=5.0,
+                                             mode=LIVE, safer=Safer.LOWER)
     battery_dock_pct: float = setting(10.0, "battery at or below this forces docking",
-                                      lo=0.0, hi=100.0)
-    max_speed_mps: float = setting(1.5, "speed limit anywhere", lo=0.0, hi=10.0)
+                                      lo=0.0, hi=100.0, mode=LIVE, safer=Safer.HIGHER)
+    max_speed_mps: float = setting(1.5, "speed limit anywhere", lo=0.0, hi=10.0,
+                                   mode=LIVE, safer=Safer.LOWER)
     zone_speed_limits: list = setting(["aisle_3:0.8", "packing:0.5", "elevator:0.3",
                                        "loading_bay:1.0"],
-                                      "per-zone speed limits as 'zone_id:mps' strings")
+                                      "per-zone speed limits as 'zone_id:mps' strings",
+                                      mode=LIVE, safer=Safer.LOWER)
     text_hazard_rules: bool = setting(True, "a hazard named in the report text (person down, fallen "
                                             "goods, spill, fire or smoke, closing door, something "
                                             "coming toward the robot, blocked way, stop order) "
                                             "halts the robot (reroute allowed) even when the state "
-                                            "shows nothing; a wet floor slows it")
+                                            "shows nothing; a wet floor slows it",
+                                      mode=FIXED, safer=Safer.ON)
     strict_targets: bool = setting(True, "only the planner's grounded goal can be a go_to / reroute "
                                          "target (go_to without a goal becomes continue); dock only "
-                                         "at a dock, when the battery or a dock goal justifies it")
+                                         "at a dock, when the battery or a dock goal justifies it",
+                                   mode=FIXED, safer=Safer.ON)
     battery_low_pct: float = setting(20.0, "low battery (above battery_dock_pct): with no planner "
                                            "goal, continue becomes dock; with strict_targets, the "
                                            "model may choose dock only at or below this level or "
-                                           "for a dock goal (0 = off)", lo=0.0, hi=100.0)
+                                           "for a dock goal (0 = off)", lo=0.0, hi=100.0,
+                                     mode=LIVE, safer=Safer.HIGHER)
     injection_hold: bool = setting(True, "a report, goal or context carrying instructions to the "
                                          "robot (rule overrides, dictated actions or speeds, role "
                                          "play, chat-template tokens, claimed goal changes) stops it "
@@ -152,11 +201,18 @@ class SafetyConfig:
                                          "the model read that text, so its answer is not trusted, "
                                          "and a hazard the text plays down may be real (off: the "
                                          "other rules keep targets and speeds out of the text's "
-                                         "reach, but not a hazard nobody detected)")
+                                         "reach, but not a hazard nobody detected)",
+                                   mode=FIXED, safer=Safer.ON)
     slow_zone_no_travel: bool = setting(True, "a person inside person_slow_distance_m turns "
                                               "continue, go_to and dock into slow_down; an obstacle "
                                               "inside obstacle_slow_distance_m turns continue into "
-                                              "slow_down and go_to into reroute toward the goal")
+                                              "slow_down and go_to into reroute toward the goal",
+                                        mode=FIXED, safer=Safer.ON)
+
+    def person_stop_distance(self, speed_mps: float) -> float:
+        """Separation at which a person forces a stop: the configured distance plus what the
+        robot covers at ``speed_mps`` before it has reacted and braked."""
+        return self.person_stop_distance_m + speed_mps * self.person_reaction_time_s
 
 
 @dataclass
@@ -166,20 +222,22 @@ class ScreenConfig:
 
     enabled: bool = setting(True, "ask the screen model about every request the model decides on; "
                                   "a flagged one halts the robot (reroute allowed), like a hazard "
-                                  "named in the report")
+                                  "named in the report", mode=FIXED, safer=Safer.ON)
     model: str = setting("qwen2.5-coder-1.5b-instruct-q4_k_m",
                          "screen model: manifest name or .gguf path; empty or the decision model's "
                          "name = a second context over the decision model's weights (no second "
                          "copy of the weights)")
     margin: float = setting(0.75, "logit margin of 'unsafe' over 'safe' above which a request is "
                                  "flagged (lower = more cautious); calibrated on the dev corpus "
-                                 "for the default screen model", lo=-20.0, hi=20.0)
+                                 "for the default screen model", lo=-20.0, hi=20.0,
+                            mode=LIVE, safer=Safer.LOWER)
     clear_margin: float = setting(-1.0, "below this margin the screen is confident the way is "
                                         "clear: with nothing near in the state, no hazard named, no "
                                         "instructions in the request and the battery above "
                                         "safety.battery_low_pct, the decision model's halt or "
                                         "slow_down becomes continue (go_to toward the planner's "
-                                        "goal); -20 = never", lo=-20.0, hi=20.0)
+                                        "goal); -20 = never", lo=-20.0, hi=20.0,
+                                  mode=LIVE, safer=Safer.LOWER)
 
 
 @dataclass
@@ -191,47 +249,60 @@ class GroundingConfig:
 
 @dataclass
 class RemoteConfig:
-    """The inference server used by engine.backend remote and hybrid (llama.cpp or vLLM)."""
+    """The inference server used by engine.backend remote and hybrid (llama.cpp or vLLM). The
+    remote link is fixed at launch: no parameter of it is settable on a started node, in any
+    lifecycle state."""
 
     url: str = setting("", "server base URL, e.g. https://gpu-server.site:8443 (the engine posts "
-                           "to URL/v1/completions); credentials in the URL are refused")
+                           "to URL/v1/completions); credentials in the URL are refused", mode=FIXED)
     api: str = setting("llama_cpp", "server dialect: llama_cpp (llama.cpp server or "
                                     "llama-cpp-python server: grammar, cache_prompt) or vllm "
-                                    "(structured_outputs.grammar)", choices=("llama_cpp", "vllm"))
+                                    "(structured_outputs.grammar)", choices=("llama_cpp", "vllm"),
+                       mode=FIXED)
     model: str = setting("", "model name sent with each request (vLLM: the served model name; "
-                             "llama.cpp servers ignore it)")
+                             "llama.cpp servers ignore it)", mode=FIXED)
     ca_file: str = setting("", "PEM file of the CA that signs the server's TLS certificate; "
-                               "empty = the system CAs")
+                               "empty = the system CAs", mode=FIXED)
     token_file: str = setting("", "file holding the bearer token (the token itself is never a "
-                                  "parameter); empty = token_env or no token")
+                                  "parameter); empty = token_env or no token", mode=FIXED)
     token_env: str = setting("", "name of the environment variable holding the bearer token; "
-                                 "empty = token_file or no token")
+                                 "empty = token_file or no token", mode=FIXED)
     allow_insecure_http: bool = setting(False, "allow plain http to a host that is not loopback "
-                                               "(prompts and token travel unencrypted)")
-    connect_timeout_s: float = setting(1.0, "TCP and TLS connect timeout", lo=0.01, hi=60.0)
+                                               "(prompts and token travel unencrypted)",
+                                        mode=FIXED, safer=Safer.OFF)
+    connect_timeout_s: float = setting(1.0, "TCP and TLS connect timeout", lo=0.01, hi=60.0,
+                                       mode=FIXED)
     read_timeout_s: float = setting(5.0, "longest wait for the next bytes of an answer, the "
-                                         "first token included", lo=0.05, hi=600.0)
+                                         "first token included", lo=0.05, hi=600.0,
+                                    mode=FIXED)
     poll_interval_s: float = setting(0.02, "how often a waiting stream checks cancel, preemption "
-                                           "and the deadline", lo=0.001, hi=1.0)
+                                           "and the deadline", lo=0.001, hi=1.0,
+                                     mode=FIXED)
     deadline_share: float = setting(0.5, "hybrid: share of the request's remaining deadline the "
                                          "server gets before the local model answers", lo=0.05,
-                                    hi=1.0)
+                                    hi=1.0,
+                                    mode=FIXED)
     breaker_failures: int = setting(3, "consecutive remote failures that open the circuit (then "
-                                       "requests skip the server at once)", lo=1, hi=1000)
+                                       "requests skip the server at once)", lo=1, hi=1000,
+                                    mode=FIXED)
     breaker_cooldown_s: float = setting(10.0, "seconds an open circuit waits before one probe "
-                                              "request", lo=0.1, hi=3600.0)
+                                              "request", lo=0.1, hi=3600.0,
+                                        mode=FIXED)
     stats_window: int = setting(256, "recent remote requests kept for latency percentiles and "
-                                     "the local share", lo=8, hi=100_000)
+                                     "the local share", lo=8, hi=100_000,
+                                mode=FIXED)
     warn_local_share: float = setting(0.2, "remote diagnostic WARNs when more than this share of "
-                                           "recent requests was answered locally", lo=0.0, hi=1.0)
+                                           "recent requests was answered locally", lo=0.0, hi=1.0,
+                                      mode=FIXED)
 
 
 @dataclass
 class NodeConfig:
-    autostart: bool = setting(True, "take the node to active by itself after start")
+    autostart: bool = setting(True, "take the node to active by itself after start", mode=FIXED)
     device_profile: str = setting("", "device profile (config/profiles/NAME.yaml) whose "
                                       "engine settings and memory budget apply; empty = none")
-    diagnostics_period_s: float = setting(1.0, "diagnostics publishing period", lo=0.05, hi=60.0)
+    diagnostics_period_s: float = setting(1.0, "diagnostics publishing period", lo=0.05, hi=60.0,
+                                          mode=LIVE)
     hardware_id: str = setting("", "hardware_id in diagnostics; empty = host name")
 
 
@@ -253,43 +324,56 @@ class Config:
         return {name: getattr(getattr(self, sec), f.name) for name, sec, f in iter_settings()}
 
 
-class ApplyMode(str, Enum):
-    """When a changed setting takes effect on a running node."""
-
-    LIVE = "live"      # at once, atomically, for the next request
-    SWAP = "swap"      # a model swap: the new model loads in the background, then replaces the old
-    RELOAD = "reload"  # at the next configure (refused while the node is configured)
-    FIXED = "fixed"    # read at start only (read-only parameter)
-
-
-# Everything else needs a reload (the engine, grounding, remote and profile settings).
-_LIVE_SECTIONS = ("safety",)
-_LIVE = ("serving.queue_size", "serving.default_deadline_ms", "serving.max_deadline_ms",
-         "serving.safety_priority", "serving.max_query_chars", "serving.max_goal_chars",
-         "serving.max_context_chars", "serving.max_request_id_chars", "serving.max_people",
-         "serving.rule_forced",
-         "engine.max_tokens", "engine.temperature", "engine.use_grammar",
-         "screen.margin", "screen.clear_margin", "node.diagnostics_period_s")
-_SWAP = ("model.name", "model.sha256", "model.verify_checksum")
-_FIXED = ("node.autostart",)
-
-
-def apply_mode(name: str) -> ApplyMode:
-    """How a change of setting ``name`` (``section.field``) is applied on a running node."""
-    if name in _FIXED:
-        return ApplyMode.FIXED
-    if name in _SWAP:
-        return ApplyMode.SWAP
-    if name in _LIVE or name.split(".", 1)[0] in _LIVE_SECTIONS:
-        return ApplyMode.LIVE
-    return ApplyMode.RELOAD
-
-
 def iter_settings() -> Iterator[tuple[str, str, dataclasses.Field]]:
     """(``section.field``, section, field) for every setting, in declaration order."""
     for sec in dataclasses.fields(Config):
         for f in dataclasses.fields(sec.default_factory()):
             yield f"{sec.name}.{f.name}", sec.name, f
+
+
+def _meta(name: str) -> dict:
+    for full, _, f in iter_settings():
+        if full == name:
+            return f.metadata
+    raise ConfigError(f"unknown setting '{name}'")
+
+
+def apply_mode(name: str) -> ApplyMode:
+    """How a change of setting ``name`` (``section.field``) is applied on a running node."""
+    return _meta(name)["mode"]
+
+
+def safer_direction(name: str) -> Safer | None:
+    """Which way setting ``name`` is stricter (None: no safety direction)."""
+    return _meta(name)["safer"]
+
+
+def direction_text(safer: Safer) -> str:
+    return _SAFER_TEXT[safer]
+
+
+def loosens(name: str, old: Any, new: Any) -> bool:
+    """Whether changing setting ``name`` from ``old`` to ``new`` loosens it. For the per-zone speed
+    limits: a zone dropped, or a zone's limit raised."""
+    safer = safer_direction(name)
+    if safer is None or old == new:
+        return False
+    if name == "safety.zone_speed_limits":
+        before, after = parse_zone_limits(old), parse_zone_limits(new)
+        return any(zone not in after or after[zone] > limit for zone, limit in before.items())
+    if safer is Safer.HIGHER:
+        return new < old
+    if safer is Safer.LOWER:
+        return new > old
+    if safer is Safer.ON:
+        return bool(old) and not new
+    return not old and bool(new)
+
+
+def loosened(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Settings (``section.field``) whose value in ``after`` is looser than in ``before``."""
+    return [name for name, value in after.items()
+            if name in before and loosens(name, before[name], value)]
 
 
 def _coerce(name: str, f: dataclasses.Field, value: Any) -> Any:
@@ -344,6 +428,8 @@ def _check_consistency(cfg: Config) -> None:
     if s.obstacle_slow_distance_m < s.obstacle_stop_distance_m:
         raise ConfigError("safety.obstacle_slow_distance_m must be >= obstacle_stop_distance_m")
     parse_zone_limits(s.zone_speed_limits)
+    if cfg.screen.clear_margin >= cfg.screen.margin:
+        raise ConfigError("screen.clear_margin must stay below screen.margin")
     if cfg.serving.default_deadline_ms > cfg.serving.max_deadline_ms:
         raise ConfigError("serving.default_deadline_ms must be <= serving.max_deadline_ms")
 

@@ -120,9 +120,10 @@ def node_planners(a, cases, n_parallel: int) -> list[dict]:
     from quant_llm_node.bench.scenarios import raw_request
     from quant_llm_node.serving.assembly import assemble
     from quant_llm_node.serving.service import NavigationService
+    from quant_llm_node.serving.model_holder import ModelHolder
     cfg = _config(a.model, a.threads, n_parallel, max(a.planners), a.screen)
     assembly = assemble(cfg, grounding=True)
-    service = NavigationService(assembly.cfg, assembly.pipeline())
+    service = NavigationService(ModelHolder.of(assembly))
     service.start()
     raws = [dict(raw_request(c), deadline_ms=DEADLINE_MS) for c in cases]
     rows = []

@@ -312,7 +312,8 @@ def core_asker(cfg: Config):
     call service.stop() and assembly.close() after."""
     from quant_llm_node.serving.assembly import assemble
     from quant_llm_node.serving.service import NavigationService
+    from quant_llm_node.serving.model_holder import ModelHolder
     assembly = assemble(cfg)
-    service = NavigationService(assembly.cfg, assembly.pipeline())
+    service = NavigationService(ModelHolder.of(assembly))
     service.start()
     return service, assembly, (lambda raw: service.ask(raw, ANSWER_TIMEOUT_S))

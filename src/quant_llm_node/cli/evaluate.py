@@ -356,7 +356,7 @@ def run_models(args, base: Config, data: dict[str, list[dict]], safety_names: li
                 task = DecisionTask.from_config(assembly.cfg, assembly.task.places, prompt_options=options)
                 prompts = task.prompts(assembly.engine.chat_renderer())
                 warm_ms = assembly.engine.warm(prompts.static_prefix)
-                service.swap(dataclasses.replace(service.pipeline, task=task, prompts=prompts))
+                service.holder.replace_pipeline(dataclasses.replace(service.pipeline, task=task, prompts=prompts))
                 extra = {"configure_s": round(configure_s, 1),
                          "prefix_tokens": assembly.engine.count_tokens(prompts.static_prefix),
                          # cold: the configured prompt's prefix from an empty cache (configure);

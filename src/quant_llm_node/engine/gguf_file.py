@@ -11,6 +11,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from quant_llm_node.engine import compute_thread
 from quant_llm_node.errors import CodedError
 
 GGUF_MAGIC = b"GGUF"
@@ -40,6 +41,9 @@ GGML_TYPE_SIZES = {
 _SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f",
            7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
+MAX_ARRAY_DEPTH = 2      # an array of arrays at most (llama.cpp reads no deeper nesting)
+MAX_DIMS = 4             # GGML_MAX_DIMS
+MAX_ALIGNMENT = 1 << 16
 
 
 class ModelFileError(CodedError):
@@ -126,8 +130,9 @@ class GGUFInfo:
 
 
 class _Reader:
-    def __init__(self, f: BinaryIO):
+    def __init__(self, f: "_BufferedFile", size: int):
         self.f = f
+        self.size = size
 
     def take(self, n: int) -> bytes:
         b = self.f.read(n)
@@ -138,23 +143,43 @@ class _Reader:
     def unpack(self, fmt: str) -> Any:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
 
+    def skip_string(self) -> None:
+        n = self.unpack("<Q")
+        if n > 1 << 26:
+            raise ModelFileError("MODEL_CORRUPT", f"GGUF string length {n} is implausible")
+        self.take(n)
+
     def string(self) -> str:
         n = self.unpack("<Q")
         if n > 1 << 26:
             raise ModelFileError("MODEL_CORRUPT", f"GGUF string length {n} is implausible")
         return self.take(n).decode("utf-8", errors="replace")
 
-    def value(self, vtype: int, keep_arrays: bool) -> Any:
+    def value(self, vtype: int, keep_arrays: bool, depth: int = 0) -> Any:
         if vtype in _SCALAR:
             return self.unpack(_SCALAR[vtype])
         if vtype == _STRING:
             return self.string()
         if vtype == _ARRAY:
+            if depth >= MAX_ARRAY_DEPTH:
+                raise ModelFileError("MODEL_CORRUPT", f"GGUF arrays nested deeper than {MAX_ARRAY_DEPTH}")
             itype, count = self.unpack("<I"), self.unpack("<Q")
+            least = struct.calcsize(_SCALAR[itype]) if itype in _SCALAR else 8 if itype in (_STRING, _ARRAY) else 0
+            if not least:
+                raise ModelFileError("MODEL_CORRUPT", f"unknown GGUF array item type {itype}")
+            if count * least > self.size - self.f.tell():
+                raise ModelFileError("MODEL_TRUNCATED", f"GGUF array of {count} items does not fit "
+                                                      f"in the {self.size}-byte file")
             if itype in _SCALAR and not keep_arrays:
-                self.take(struct.calcsize(_SCALAR[itype]) * count)
+                self.f.skip_to(self.f.tell() + least * count)
                 return ArrayLength(count)
-            items = [self.value(itype, keep_arrays) for _ in range(count)]
+            if itype == _STRING and not keep_arrays:  # a vocabulary: skipped, not decoded
+                for i in range(count):
+                    self.skip_string()
+                    if i % 16384 == 0:
+                        compute_thread.pause_for_serving()
+                return ArrayLength(count)
+            items = [self.value(itype, keep_arrays, depth + 1) for _ in range(count)]
             return items if keep_arrays else ArrayLength(count)
         raise ModelFileError("MODEL_CORRUPT", f"unknown GGUF value type {vtype}")
 
@@ -167,15 +192,26 @@ def read_gguf_info(path: str, keep_arrays: bool = False) -> GGUFInfo:
     """Parse the GGUF header: metadata key/values and tensor infos.
 
     Arrays (tokenizer vocabularies) are skipped unless ``keep_arrays``: their
-    entry holds an :class:`ArrayLength`. Raises :class:`ModelFileError`.
+    entry holds an :class:`ArrayLength`. Raises :class:`ModelFileError`, with a reason, for
+    every malformed header (never another exception).
     """
     if not os.path.exists(path):
         raise ModelFileError("MODEL_NOT_FOUND", f"model file not found: {path}")
     if not os.path.isfile(path):
         raise ModelFileError("MODEL_NOT_FOUND", f"model path is not a file: {path}")
+    try:
+        return _read_header(path, keep_arrays)
+    except ModelFileError:
+        raise
+    except (OSError, struct.error, ValueError, OverflowError, MemoryError, RecursionError) as exc:
+        raise ModelFileError("MODEL_CORRUPT", f"GGUF header unreadable "
+                                              f"({type(exc).__name__}: {exc})"[:300]) from exc
+
+
+def _read_header(path: str, keep_arrays: bool) -> GGUFInfo:
     size = os.path.getsize(path)
     with open(path, "rb") as raw:
-        r = _Reader(_BufferedFile(raw))
+        r = _Reader(_BufferedFile(raw), size)
         magic = raw.read(4) if size >= 4 else b""
         if magic != GGUF_MAGIC:
             raise ModelFileError(
@@ -195,14 +231,22 @@ def read_gguf_info(path: str, keep_arrays: bool = False) -> GGUFInfo:
         for _ in range(n_tensors):
             name = r.string()
             n_dims = r.unpack("<I")
+            if not 1 <= n_dims <= MAX_DIMS:
+                raise ModelFileError("MODEL_CORRUPT", f"tensor {name[:64]!r} has {n_dims} dimensions")
             shape = tuple(r.unpack("<Q") for _ in range(n_dims))
-            tensors.append(TensorInfo(name, shape, r.unpack("<I"), r.unpack("<Q")))
+            ggml_type = r.unpack("<I")
+            if ggml_type not in GGML_TYPE_SIZES:
+                raise ModelFileError("MODEL_CORRUPT", f"tensor {name[:64]!r} has unknown type {ggml_type}")
+            tensors.append(TensorInfo(name, shape, ggml_type, r.unpack("<Q")))
         header_end = r.f.tell()
     info = GGUFInfo(path, size, version, metadata, tensors)
     if tensors:
-        align = int(metadata.get("general.alignment", 32))
+        align = metadata.get("general.alignment", 32)
+        if isinstance(align, bool) or not isinstance(align, int) or not 0 < align <= MAX_ALIGNMENT \
+                or align & (align - 1):
+            raise ModelFileError("MODEL_CORRUPT", f"general.alignment {align!r} is not a power of two")
         data_start = (header_end + align - 1) // align * align
-        last = max(tensors, key=lambda t: t.offset)
+        last = max(tensors, key=lambda t: t.offset + t.n_bytes)
         if data_start + last.offset + last.n_bytes > size:
             raise ModelFileError(
                 "MODEL_TRUNCATED",
@@ -237,11 +281,13 @@ class _BufferedFile:
 
 
 def sha256_file(path: str, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, streamed."""
+    """Hex sha256 of a file, streamed (with a pause point per chunk: in a model swap it lets
+    requests go first)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
+            compute_thread.pause_for_serving()
     return h.hexdigest()
 
 

@@ -56,6 +56,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 
+from quant_llm_node.engine import compute_thread
 from quant_llm_node.engine.compute_thread import computes
 from quant_llm_node.engine.gguf_file import GGUFInfo, verify_model_file
 from quant_llm_node.errors import CodedError
@@ -155,6 +156,10 @@ class EngineReport:
     extra: dict = field(default_factory=dict)
 
 
+# Tokens per slice of a warm-up in the background (a model swap; a pause point between slices).
+# In the foreground a prefix is evaluated in n_batch chunks. On this build a 32-token slice
+# gives, bitwise, the state of one chunk (16 does not): test_engine checks it on the build.
+WARM_SLICE = 32
 FORCED_MAX_TOKENS = 24  # most grammar-forced tokens verified in one batch
 # Most rows an "exact" batch may have: the probe stops there (from 4 rows the CPU backend's
 # repacked Q4_K gemm takes over, which rounds otherwise; measured by decode_bench --rows).
@@ -289,8 +294,11 @@ class LlamaEngine:
         # Batching: sequence 0 holds the cached prefix, sequences 1..n_parallel the running
         # requests, all in ONE unified KV buffer (shared prefix cells are not copied).
         seqs = dict(n_seq_max=s.n_parallel + 1, kv_unified=True) if s.n_parallel > 1 else {}
+        # a load in the background (a model swap) lets serving calls run between its tensors
+        progress = _yield_to_serving() if compute_thread.in_background() else None
         try:
-            with _quiet_stderr(), _context_params(**seqs):
+            with _quiet_stderr(), _with_defaults("llama_context_default_params", **seqs), \
+                    _with_defaults("llama_model_default_params", progress_callback=progress):
                 self._llm = llama_cpp.Llama(**kwargs)
         except (ValueError, RuntimeError, OSError) as exc:
             raise EngineError("MODEL_LOAD_FAILED", f"llama.cpp could not load {s.model_path}: {exc}") from exc
@@ -595,12 +603,16 @@ class LlamaEngine:
 
     @computes
     def warm(self, prefix: str) -> float:
-        """Evaluate a prompt prefix into the KV cache; returns milliseconds spent."""
+        """Evaluate a prompt prefix into the KV cache; in the background (a model swap) in
+        slices of WARM_SLICE tokens that let waiting requests go first; returns milliseconds."""
         tokens = self.tokenize(prefix)
         t0 = time.perf_counter()
         _, rest = self.prepare(tokens + [tokens[-1]])
-        if len(rest) > 1:
-            self.eval(rest[:-1])
+        rest = rest[:-1]
+        step = WARM_SLICE if compute_thread.in_background() else max(1, len(rest))
+        for i in range(0, len(rest), step):
+            compute_thread.pause_for_serving()
+            self.eval(rest[i:i + step])
         self.exact_rows()  # probed at the depth decisions decode at
         return (time.perf_counter() - t0) * 1e3
 
@@ -829,26 +841,40 @@ def context_room(n_prompt: int, n_ctx: int, min_room: int = 1) -> int:
     return room
 
 
+def _yield_to_serving():
+    """A llama.cpp load progress callback (called per tensor): a pause point of a load in the
+    background (compute_thread.pause_for_serving)."""
+    import llama_cpp
+
+    def progress(_fraction, _user_data) -> bool:
+        compute_thread.pause_for_serving()
+        return True
+    return llama_cpp.llama_progress_callback(progress)
+
+
 @contextlib.contextmanager
-def _context_params(**fields):
-    """``Llama`` builds its context from ``llama_context_default_params()`` and takes no
-    n_seq_max / kv_unified: set them on the defaults while it is constructed."""
+def _with_defaults(getter: str, **fields):
+    """``Llama`` builds its model and context parameters from llama.cpp's defaults (``getter``:
+    llama_model_default_params or llama_context_default_params) and takes no n_seq_max,
+    kv_unified or progress callback: set ``fields`` on those defaults while it is constructed
+    (None values are left as they are)."""
+    fields = {k: v for k, v in fields.items() if v is not None}
     if not fields:
         yield
         return
     import llama_cpp.llama_cpp as native
-    original = native.llama_context_default_params
+    original = getattr(native, getter)
 
     def defaults():
         params = original()
         for key, value in fields.items():
             setattr(params, key, value)
         return params
-    native.llama_context_default_params = defaults
+    setattr(native, getter, defaults)
     try:
         yield
     finally:
-        native.llama_context_default_params = original
+        setattr(native, getter, original)
 
 
 @contextlib.contextmanager

@@ -42,6 +42,13 @@ BACKEND_REMOTE = "remote"
 DONE_SENTINEL = "[DONE]"
 CONNECTION_EVENTS = ("connection.connect_tcp.complete", "connection.start_tls.complete")
 WARM_TOKENS = 1                  # warm(): one token is enough to make the server keep the prefix
+# What a server may send, at most: one SSE line, one whole answer stream, and the text of an
+# answer per token asked for (a decision is a few hundred characters). Past any of them the
+# answer is a BAD_RESPONSE, never a long wait or a big allocation.
+MAX_LINE_CHARS = 64 * 1024
+MAX_STREAM_CHARS = 4 * 1024 * 1024
+MAX_TEXT_CHARS_PER_TOKEN = 64
+NO_DEADLINE_CAP_S = 120.0        # a call given no deadline still ends (the service always gives one)
 
 __all__ = ["BACKEND_REMOTE", "FINISH_DEADLINE", "RemoteEngine", "RemoteError", "RemoteErrorKind"]
 
@@ -77,6 +84,10 @@ class RemoteEngine:
     def __repr__(self) -> str:
         return f"RemoteEngine({self.endpoint.origin}, api={self.api.value})"
 
+    def redact(self, text: str) -> str:
+        """``text`` without the bearer token in any escaped form."""
+        return self._token.redact(text)
+
     # ---- lifecycle -------------------------------------------------------------------------
     @property
     def model_id(self) -> str:
@@ -99,9 +110,15 @@ class RemoteEngine:
 
     def warm(self, prefix: str) -> float:
         """Send the static prefix once so the server keeps its KV (llama.cpp ``cache_prompt``,
-        vLLM prefix caching); returns milliseconds. Failures raise RemoteError."""
+        vLLM prefix caching); returns milliseconds. Bounded by the connect and read timeouts
+        together: a server that keeps the connection open without finishing is a TIMEOUT.
+        Failures raise RemoteError."""
         t0 = time.perf_counter()
-        self.generate(prefix, WARM_TOKENS)
+        budget = self.cfg.connect_timeout_s + self.cfg.read_timeout_s
+        result = self.generate(prefix, WARM_TOKENS, deadline_s=budget)
+        if result.finish_reason == FINISH_DEADLINE:
+            raise RemoteError(RemoteErrorKind.TIMEOUT, f"{self.endpoint.origin}: the warm-up did "
+                                                       f"not finish within {budget:.1f} s")
         return (time.perf_counter() - t0) * 1e3
 
     # ---- generation ------------------------------------------------------------------------
@@ -122,7 +139,8 @@ class RemoteEngine:
         Raises RemoteError.
         """
         t0 = time.perf_counter()
-        t_end_budget = t0 + deadline_s if deadline_s is not None else None
+        t_end_budget = t0 + (deadline_s if deadline_s is not None else NO_DEADLINE_CAP_S)
+        max_text = max(1, max_tokens) * MAX_TEXT_CHARS_PER_TOKEN
         body = request_body(self.api, self.cfg.model, prompt, max_tokens, grammar, temperature)
         reader: StreamReader[Chunk] = StreamReader(lambda emit, rd: self._read(body, emit, rd))
         with self._lock:
@@ -133,9 +151,7 @@ class RemoteEngine:
         usage = Chunk()
         try:
             while True:
-                wait = self.cfg.poll_interval_s
-                if t_end_budget is not None:
-                    wait = min(wait, t_end_budget - time.perf_counter())
+                wait = min(self.cfg.poll_interval_s, t_end_budget - time.perf_counter())
                 item = reader.next(wait)
                 if item is None:  # nothing yet: the server is thinking, or silent
                     if finish is not None:
@@ -143,7 +159,7 @@ class RemoteEngine:
                     if should_stop is not None and should_stop(text):
                         finish = FINISH_INTERRUPTED
                         break
-                    if t_end_budget is not None and time.perf_counter() >= t_end_budget:
+                    if time.perf_counter() >= t_end_budget:
                         finish = FINISH_DEADLINE
                         break
                     continue
@@ -161,6 +177,10 @@ class RemoteEngine:
                     if t_first is None:
                         t_first = time.perf_counter()
                     text += item.text
+                    if len(text) > max_text:
+                        raise RemoteError(RemoteErrorKind.BAD_RESPONSE,
+                                          f"{self.endpoint.origin} sent more than {max_text} "
+                                          f"characters for {max_tokens} tokens")
                     if on_text is not None:
                         on_text(text, n_out)
                     if should_stop is not None and should_stop(text):
@@ -168,7 +188,7 @@ class RemoteEngine:
                         break
                 if item.finish_reason is not None:
                     finish = FINISH_LENGTH if item.finish_reason == FINISH_LENGTH else FINISH_STOP
-                if t_end_budget is not None and time.perf_counter() >= t_end_budget and finish is None:
+                if time.perf_counter() >= t_end_budget and finish is None:
                     finish = FINISH_DEADLINE
                     break
         finally:
@@ -208,7 +228,7 @@ class RemoteEngine:
                                      extensions={"trace": on_connection}) as response:
                 if response.status_code != httpx.codes.OK:
                     raise status_error(response, self.endpoint.origin, self._token)
-                for sse in httpx_sse.EventSource(response).iter_sse():
+                for sse in httpx_sse.EventSource(_Bounded(response)).iter_sse():
                     if reader.stopped.is_set() or sse.data.strip() == DONE_SENTINEL:
                         return
                     if not sse.data:
@@ -218,8 +238,36 @@ class RemoteEngine:
                     except ChunkError as exc:
                         raise RemoteError(RemoteErrorKind.BAD_RESPONSE, self._token.redact(
                             f"{self.endpoint.origin}: {exc}")) from None
+        except _TooLong as exc:
+            raise RemoteError(RemoteErrorKind.BAD_RESPONSE,
+                              f"{self.endpoint.origin}: {exc}") from None
         finally:
             reader.set_interrupt(None)
+
+
+class _TooLong(Exception):
+    """The server sent more than a limit allows."""
+
+
+class _Bounded:
+    """The response as httpx_sse's EventSource reads it (``headers``, ``iter_text``), cut off
+    with _TooLong past MAX_LINE_CHARS in one line or MAX_STREAM_CHARS in all."""
+
+    def __init__(self, response: httpx.Response):
+        self._response = response
+        self.headers = response.headers
+
+    def iter_text(self):
+        total = line = 0
+        for text in self._response.iter_text():
+            total += len(text)
+            if total > MAX_STREAM_CHARS:
+                raise _TooLong(f"the answer stream is longer than {MAX_STREAM_CHARS} characters")
+            end = max(text.rfind("\n"), text.rfind("\r"))
+            line = line + len(text) if end < 0 else len(text) - end - 1
+            if line > MAX_LINE_CHARS:
+                raise _TooLong(f"a stream line is longer than {MAX_LINE_CHARS} characters")
+            yield text
 
 
 def _shut_down(stream) -> None:

@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import enum
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
 COMPLETIONS_ROUTE = "/v1/completions"
+# what a decision's text never holds: lone surrogates, C0/C1 controls other than tab and newline
+_INVALID_TEXT = re.compile(r"[\ud800-\udfff\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 class RemoteApi(str, enum.Enum):
@@ -62,23 +66,55 @@ def request_body(api: RemoteApi, model: str, prompt: str, max_tokens: int,
     return body
 
 
+MAX_COUNT = 1 << 31            # a token count or duration beyond this is not a real one
+MESSAGE_CHARS = 300            # how much of a server's error message is kept
+
+
 def _int(value: Any) -> Optional[int]:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """A usage count: a finite, non-negative number within MAX_COUNT; None otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not (isinstance(value, int) or math.isfinite(value)) or not 0 <= value < MAX_COUNT:
+        return None
+    return int(value)
+
+
+def _ms(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and 0 <= value < MAX_COUNT else None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ChunkError(f"stream event has {name}, which is not JSON")
+
+
+def clean_text(text: str, limit: int = MESSAGE_CHARS) -> str:
+    """A server's text for a message: at most ``limit`` characters, control characters and lone
+    surrogates written as escapes (so it is valid wherever it goes)."""
+    text = text[:limit]
+    return "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in text)
 
 
 def parse_chunk(data: str) -> Chunk:
-    """One SSE ``data`` payload (JSON) of a completions stream; ChunkError when it is not one.
-    An in-band ``{"error": …}`` payload raises ChunkError with the server's message."""
+    """One SSE ``data`` payload (JSON) of a completions stream; ChunkError when it is not one:
+    not JSON, NaN or Infinity anywhere, a number too long to read, text that is not valid
+    Unicode. An in-band ``{"error": …}`` payload raises ChunkError with the server's message
+    (cleaned and cut short). Usage counts that are not plausible numbers are ignored."""
     try:
-        doc = json.loads(data)
+        doc = json.loads(data, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise ChunkError(f"stream event is not JSON ({exc.msg})") from None
+    except ChunkError:
+        raise
+    except (ValueError, RecursionError) as exc:  # an integer past Python's digit limit, deep nesting
+        raise ChunkError(f"stream event is not readable JSON ({type(exc).__name__})") from None
     if not isinstance(doc, dict):
         raise ChunkError("stream event is not a JSON object")
     if "error" in doc:
         err = doc["error"]
         msg = err.get("message") if isinstance(err, dict) else err
-        raise ChunkError(f"server error in stream: {msg}")
+        raise ChunkError(f"server error in stream: {clean_text(str(msg))}")
     choices = doc.get("choices")
     if not isinstance(choices, list):
         raise ChunkError("stream event has no choices")
@@ -90,6 +126,8 @@ def parse_chunk(data: str) -> Chunk:
         text = choice.get("text") or ""
         if not isinstance(text, str):
             raise ChunkError("stream choice text is not a string")
+        if _INVALID_TEXT.search(text):
+            raise ChunkError("stream choice text has a lone surrogate or a control character")
         finish = choice.get("finish_reason")
     elif "usage" not in doc:  # an empty choices list is only valid in the usage chunk
         raise ChunkError("stream event has empty choices and no usage")
@@ -102,10 +140,8 @@ def parse_chunk(data: str) -> Chunk:
     if cached is None:
         details = usage.get("prompt_tokens_details")
         cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else None
-    server_ms = timings.get("prompt_ms")
     return Chunk(
         text=text, finish_reason=finish if isinstance(finish, str) else None,
         prompt_tokens=prompt_tokens,
         completion_tokens=_int(usage.get("completion_tokens", timings.get("predicted_n"))),
-        cached_tokens=cached,
-        server_prompt_ms=float(server_ms) if isinstance(server_ms, (int, float)) else None)
+        cached_tokens=cached, server_prompt_ms=_ms(timings.get("prompt_ms")))

@@ -14,6 +14,7 @@ import httpx
 import httpx_sse
 
 from quant_llm_node.engine.llama_engine import EngineError
+from quant_llm_node.engine.remote_dialect import clean_text
 from quant_llm_node.engine.remote_security import Secret
 
 if TYPE_CHECKING:
@@ -52,10 +53,15 @@ class RemoteError(EngineError):
 def status_error(response: httpx.Response, origin: str, token: Secret) -> RemoteError:
     """The error for a non-200 answer (the start of its body, redacted, in the message)."""
     status = response.status_code
+    head = b""
     try:
-        detail = response.read().decode("utf-8", "replace")[:ERROR_BODY_CHARS]
+        for block in response.iter_bytes():  # only the start of a body of any size
+            head += block
+            if len(head) >= 4 * ERROR_BODY_CHARS:
+                break
     except httpx.HTTPError:
-        detail = ""
+        pass
+    detail = clean_text(head.decode("utf-8", "replace"), ERROR_BODY_CHARS)
     if status in (httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN):
         kind = RemoteErrorKind.AUTH
         detail = "the server refused the bearer token" + ("" if token else " (none configured)")
@@ -71,7 +77,7 @@ def status_error(response: httpx.Response, origin: str, token: Secret) -> Remote
 def as_remote_error(exc: BaseException, origin: str, token: Secret,
                     timeouts: "RemoteConfig") -> RemoteError:
     """Map what the stream reader raised to a RemoteError; ``timeouts`` is the remote
-    config (for the message). Anything that is not a transport failure is re-raised."""
+    config (for the message). The message is redacted, cleaned and bounded."""
     if isinstance(exc, RemoteError):
         return exc
     if isinstance(exc, httpx_sse.SSEError):
@@ -91,8 +97,10 @@ def as_remote_error(exc: BaseException, origin: str, token: Secret,
     elif isinstance(exc, httpx.HTTPError):
         kind, what = RemoteErrorKind.BAD_RESPONSE, f"{type(exc).__name__}: {exc}"
     else:
-        raise exc  # a bug, not a remote failure: let it surface
-    return RemoteError(kind, token.redact(f"{origin}: {what}"))
+        # not a transport failure: whatever the server's answer did to the client, it is that
+        # server's failure to answer (logged in full, with its traceback, by the guard)
+        kind, what = RemoteErrorKind.BAD_RESPONSE, f"unreadable answer ({type(exc).__name__}: {exc})"
+    return RemoteError(kind, token.redact(clean_text(f"{origin}: {what}", 2 * ERROR_BODY_CHARS)))
 
 
 def _caused_by(exc: BaseException, kind: type) -> bool:

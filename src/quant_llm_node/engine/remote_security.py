@@ -13,13 +13,14 @@ Policy:
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import ssl
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 from quant_llm_node.engine.llama_engine import EngineError
 
@@ -50,8 +51,13 @@ class Secret:
         return self._value
 
     def redact(self, text: str) -> str:
-        """``text`` with every occurrence of the value replaced by ``***``."""
-        return text.replace(self._value, REDACTED) if self._value else text
+        """``text`` with every occurrence of the value replaced by ``***``: as it is, and as
+        JSON, Python repr, URL and header encodings escape it."""
+        if not self._value:
+            return text
+        for form in _escaped_forms(self._value):
+            text = text.replace(form, REDACTED)
+        return text
 
     def __bool__(self) -> bool:
         return bool(self._value)
@@ -66,6 +72,15 @@ class Secret:
 
 
 NO_SECRET = Secret("")
+
+
+def _escaped_forms(value: str) -> list[str]:
+    """The ways ``value`` can appear inside a message: raw, JSON-escaped, repr-escaped (str
+    and bytes), percent-encoded; longest first so that no form is left half-replaced."""
+    forms = {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
+             repr(value)[1:-1], repr(value.encode("utf-8", "backslashreplace"))[2:-1],
+             quote(value, safe=""), quote_plus(value, safe="")}
+    return sorted((f for f in forms if f), key=len, reverse=True)
 
 
 @dataclass(frozen=True)
@@ -145,13 +160,28 @@ def load_token(token_file: str, token_env: str) -> Secret:
             log.warning("remote.token_file %s is readable by other users (chmod 600 it)", path)
         if not value:
             raise RemoteConfigError(f"remote.token_file {path} is empty")
+        _check_token(value, f"remote.token_file {path}")
         return Secret(value)
     if token_env:
         value = os.environ.get(token_env, "").strip()
         if not value:
             raise RemoteConfigError(f"remote.token_env names {token_env}, which is not set")
+        _check_token(value, f"the variable {token_env}")
         return Secret(value)
     return NO_SECRET
+
+
+def _check_token(value: str, source: str) -> None:
+    """A bearer token is one line of visible ASCII (RFC 6750's token68 and more): more than one
+    line, spaces or control characters inside are refused here, never sent as a header that
+    the HTTP layer would reject with the token in its message. The message never shows it."""
+    bad = next((i for i, ch in enumerate(value) if not " " < ch < "\x7f"), None)
+    if bad is not None:
+        what = ("more than one line" if value[bad] in "\r\n" else
+                "a space" if value[bad] == " " else
+                "a control or non-ASCII character")
+        raise RemoteConfigError(f"{source} holds {what} (at character {bad + 1} of "
+                                f"{len(value)}): a bearer token is one line of visible ASCII")
 
 
 def tls_context(ca_file: str) -> ssl.SSLContext:

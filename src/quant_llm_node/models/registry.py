@@ -61,9 +61,39 @@ def load_manifest(path: Path | None = None) -> Manifest:
 
 
 def resolve_model_path(model: str, directory: Path | None = None) -> tuple[Path, str]:
-    """A manifest name or a file path -> (path, expected sha256 or '')."""
+    """A manifest name or a file path -> (path, expected sha256 or ''). A path to a manifest
+    model's own file gets that model's sha256."""
     candidate = Path(model).expanduser()
     if candidate.suffix == ".gguf" or "/" in model:
-        return candidate, ""
+        return candidate, _manifest_sha_of(candidate, directory)
     entry = load_manifest().get(model)
     return entry.path(directory), entry.sha256
+
+
+def _manifest_sha_of(path: Path, directory: Path | None) -> str:
+    try:
+        manifest = load_manifest()
+        real = path.resolve()
+    except (OSError, KeyError, ValueError, yaml.YAMLError):
+        return ""
+    for entry in manifest.models.values():
+        try:
+            if entry.path(directory).resolve() == real:
+                return entry.sha256
+        except OSError:
+            continue
+    return ""
+
+
+def unvouched_reason(model: str, sha256: str = "") -> str:
+    """Why ``model`` (a manifest name or a .gguf path) is not a known file: "" when the manifest
+    names it, or it is a path whose sha256 the manifest or ``sha256`` gives (so the checksum at
+    load proves it is the file meant)."""
+    try:
+        _, manifest_sha = resolve_model_path(model)
+    except KeyError as exc:
+        return str(exc).strip("'\"")
+    if manifest_sha or sha256:
+        return ""
+    return (f"'{model}' is neither a manifest model nor a path with a known sha256: set "
+            "model.sha256 with it, or allow unlisted models at launch (model.allow_unlisted)")

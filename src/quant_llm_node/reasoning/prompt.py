@@ -19,12 +19,14 @@ Levers (``PromptOptions``), each measured as an ablation by ``quant-llm-eval --p
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
 from dataclasses import dataclass, fields
 from typing import Callable, Optional, Sequence
 
+from quant_llm_node.config import SafetyConfig
 from quant_llm_node.grounding.places import Place
 from quant_llm_node.reasoning.schema import DecisionSchema
 from quant_llm_node.reasoning.types import NavRequest, RobotState
@@ -101,23 +103,6 @@ class PromptOptions:
         return "none" if not on else ("all" if len(on) == len(fields(self)) else "+".join(on))
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """Safety thresholds the state summary compares against (from SafetyConfig)."""
-
-    person_stop_m: float = 2.0
-    person_reaction_s: float = 1.2
-    person_slow_m: float = 5.0
-    obstacle_stop_m: float = 1.0
-    obstacle_slow_m: float = 3.0
-    battery_dock_pct: float = 10.0
-
-    @classmethod
-    def from_safety(cls, cfg) -> "Thresholds":
-        return cls(cfg.person_stop_distance_m, cfg.person_reaction_time_s, cfg.person_slow_distance_m,
-                   cfg.obstacle_stop_distance_m, cfg.obstacle_slow_distance_m, cfg.battery_dock_pct)
-
-
 def defuse(text: str) -> str:
     """Chat-template control sequences (``<|im_start|>``) in user data become plain text, so a
     report cannot open a new chat turn (prompts are tokenized with special tokens parsed)."""
@@ -140,15 +125,16 @@ def _yn(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def state_facts(s: RobotState, t: Thresholds) -> str:
-    """Derived facts of a state, against the safety thresholds."""
-    stop_m = t.person_stop_m + s.speed_mps * t.person_reaction_s
+def state_facts(s: RobotState, t: SafetyConfig) -> str:
+    """Derived facts of a state, against the safety thresholds in force."""
+    stop_m = t.person_stop_distance(s.speed_mps)
     person = s.nearest_person_m
-    clear = person > t.person_slow_m and s.obstacle_distance_m > t.obstacle_slow_m
+    clear = person > t.person_slow_distance_m and s.obstacle_distance_m > t.obstacle_slow_distance_m
     battery = "unknown" if math.isnan(s.battery_pct) else _yn(s.battery_pct <= t.battery_dock_pct)
     return (f"Facts: person within stop distance ({stop_m:.1f} m): {_yn(person <= stop_m)}; "
-            f"people within {t.person_slow_m:.0f} m: {_yn(person <= t.person_slow_m)}; "
-            f"obstacle within {t.obstacle_slow_m:.0f} m: {_yn(s.obstacle_distance_m <= t.obstacle_slow_m)}; "
+            f"people within {t.person_slow_distance_m:.0f} m: {_yn(person <= t.person_slow_distance_m)}; "
+            f"obstacle within {t.obstacle_slow_distance_m:.0f} m: "
+            f"{_yn(s.obstacle_distance_m <= t.obstacle_slow_distance_m)}; "
             f"battery low: {battery}; sensors clear: {_yn(clear)}.")
 
 
@@ -182,12 +168,12 @@ class PromptBuilder:
     ``options`` the legacy prompt, short enough for a 1024-token context)."""
 
     def __init__(self, places: Sequence[Place], schema: DecisionSchema, render: Renderer,
-                 options: Optional[PromptOptions] = None, thresholds: Optional[Thresholds] = None):
+                 options: Optional[PromptOptions] = None, safety: Optional[SafetyConfig] = None):
         self.places = tuple(places)
         self.schema = schema
         # no options: the legacy prompt (the node's DecisionTask passes its levers explicitly)
         self.options = options if options is not None else PromptOptions.legacy()
-        self.thresholds = thresholds or Thresholds()
+        self.safety = safety or SafetyConfig()  # the thresholds the state's facts compare against
         self._render = render
         lines = "\n".join(f"- {p.id}: {p.name}" + (f" ({p.description})" if p.description else "")
                           for p in self.places)
@@ -218,6 +204,16 @@ class PromptBuilder:
             out.append({"role": "assistant", "content": json.dumps(ans)})
         return out
 
+    def with_safety(self, safety: SafetyConfig) -> "PromptBuilder":
+        """The same prompt whose request facts compare against other safety thresholds (live
+        settings). The static prefix, worked examples included, stays as it was built, so its
+        cached KV state stays valid."""
+        if safety == self.safety:
+            return self
+        out = copy.copy(self)
+        out.safety = safety
+        return out
+
     def messages(self, user_text: str) -> Messages:
         return [{"role": "system", "content": self.system_text}, *self.examples,
                 {"role": "user", "content": user_text}]
@@ -230,7 +226,7 @@ class PromptBuilder:
         if o.summary:  # compact state line, then the derived facts
             parts = [f"State: zone {s.zone or 'unknown'}, speed {s.speed_mps:.1f} m/s, battery "
                      f"{_fmt(s.battery_pct, '%')}, obstacle {_fmt(s.obstacle_distance_m, 'm')}, "
-                     f"people {people}.", state_facts(s, self.thresholds)]
+                     f"people {people}.", state_facts(s, self.safety)]
         else:
             parts = [
                 f"Zone: {s.zone or 'unknown'}. Speed: {s.speed_mps:.1f} m/s. "

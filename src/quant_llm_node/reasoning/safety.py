@@ -140,7 +140,7 @@ class SafetyLayer:
     def person_stop_distance(self, state: RobotState) -> float:
         """Separation at which a person forces a stop: the configured distance plus what the
         robot covers at its current speed before it has reacted and braked."""
-        return self.cfg.person_stop_distance_m + state.speed_mps * self.cfg.person_reaction_time_s
+        return self.cfg.person_stop_distance(state.speed_mps)
 
     def situation(self, state: RobotState, report: str = "", grounded: Optional[str] = None,
                   untrusted: str = "", screen: Optional[ScreenVerdict] = None) -> Situation:

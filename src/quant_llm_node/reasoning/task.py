@@ -24,7 +24,7 @@ from quant_llm_node.grounding.places import Place, load_places
 from quant_llm_node.paths import config_dir
 from quant_llm_node.reasoning.fallback import fallback_decision
 from quant_llm_node.reasoning.injection import untrusted_text
-from quant_llm_node.reasoning.prompt import PromptBuilder, PromptOptions, Renderer, Thresholds, plain_renderer
+from quant_llm_node.reasoning.prompt import PromptBuilder, PromptOptions, Renderer, plain_renderer
 from quant_llm_node.reasoning import safety as S
 from quant_llm_node.reasoning.safety import DockSites, SafetyLayer
 from quant_llm_node.reasoning.schema import SPEED_MAX_MPS, DecisionSchema
@@ -57,6 +57,11 @@ class MapPlaces:
     @property
     def ids(self) -> tuple[str, ...]:
         return tuple(p.id for p in self.places)
+
+    @property
+    def zones(self) -> frozenset[str]:
+        """The zone ids the map knows: its places and the zones its docks are next to."""
+        return frozenset(self.ids) | frozenset(self.docks.near)
 
 
 def load_map(path: str | Path) -> MapPlaces:
@@ -116,10 +121,15 @@ class DecisionTask:
         return cls(places, cfg.safety, cfg.engine.use_grammar, cfg.engine.max_tokens,
                    cfg.engine.temperature, prompt_options)
 
+    @property
+    def zones(self) -> frozenset[str]:
+        """Zones a request's state may name: the map's, and those with a speed limit."""
+        return self.places.zones | frozenset(self.safety.zone_limits)
+
     def prompts(self, render: Renderer | None = None) -> PromptBuilder:
         """A prompt builder for a chat template (plain layout when the model has none)."""
         return PromptBuilder(self.places.places, self.schema, render or plain_renderer,
-                             self.prompt_options, Thresholds.from_safety(self.safety.cfg))
+                             self.prompt_options, self.safety.cfg)
 
     def _goal_target(self, decision: Decision, grounded: str) -> Decision:
         if grounded and decision.target_place_id != grounded and (

@@ -4,17 +4,22 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 import uuid
-from typing import Any
+from typing import Any, Optional
 
 from quant_llm_node.config import ServingConfig
 from quant_llm_node.reasoning import errors as E
 from quant_llm_node.reasoning.errors import RequestError
 from quant_llm_node.reasoning.types import NavRequest, RobotState
 
-# C0/C1 control characters except tab and newline, plus lone surrogates.
-_BAD_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+# C0/C1 control characters except tab and newline, lone surrogates, and the bidirectional
+# embedding, override and isolate controls (they make a text read differently than it is stored).
+_BAD_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+_DECODED_BAD = re.compile(r"[\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:\-]*$")
+# a zone id: what the map's place ids look like (the prompt shows it as it is)
+_ZONE_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _MAX_BATTERY_PCT = 100.0
 _MAX_SPEED_MPS = 20.0
 _MAX_DISTANCE_M = 1.0e4
@@ -27,11 +32,22 @@ MAX_CONTEXT_DEPTH = 32
 # An unterminated string runs to the end of the text (optionally ending in a lone backslash), so
 # every '"' starts a token that matches without backtracking: the scan stays linear in the text.
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+_TOO_LONG_CODES = {"query": E.QUERY_TOO_LONG, "goal": E.INVALID_GOAL, "request_id": E.INVALID_REQUEST_ID}
+
+
+def drop_format_chars(text: str) -> str:
+    """``text`` without Unicode format characters (category Cf: zero-width spaces and joiners,
+    soft hyphens, word joiners, BOMs), which hide words from the lexicon, the injection
+    detector and the screen ("sp\u200bill") while looking the same."""
+    if text.isascii():
+        return text
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
 
 
 def clean_text(name: str, value: Any, max_chars: int, required: bool = False) -> str:
-    """Validate one free-text field; returns it stripped."""
+    """Validate one free-text field; returns it without format characters, stripped."""
     if isinstance(value, bytes):
         try:
             value = value.decode("utf-8")
@@ -40,16 +56,15 @@ def clean_text(name: str, value: Any, max_chars: int, required: bool = False) ->
     if not isinstance(value, str):
         raise RequestError(E.INVALID_TEXT, f"{name} must be text")
     if len(value) > max_chars:
-        code = E.QUERY_TOO_LONG if name == "query" else (
-            E.INVALID_GOAL if name == "goal" else E.INVALID_TEXT)
-        raise RequestError(code, f"{name} has {len(value)} characters, at most {max_chars} accepted")
+        raise RequestError(_TOO_LONG_CODES.get(name, E.INVALID_TEXT),
+                           f"{name} has {len(value)} characters, at most {max_chars} accepted")
     bad = _BAD_CHARS.search(value)
     if bad:
         raise RequestError(E.INVALID_TEXT, f"{name} contains a control or invalid character "
                                            f"(U+{ord(bad.group()):04X}) at index {bad.start()}")
-    value = value.strip()
+    value = drop_format_chars(value).strip()
     if required and not value:
-        raise RequestError(E.EMPTY_QUERY, f"{name} is empty")
+        raise RequestError(E.EMPTY_QUERY, f"{name} is empty (or only invisible characters)")
     return value
 
 
@@ -71,8 +86,25 @@ def _number(name: str, value: Any, lo: float, hi: float, allow_nan: bool, allow_
     return x
 
 
-def validate_state(raw: dict[str, Any], cfg: ServingConfig) -> RobotState:
-    """Check ranges; NaN means unknown for battery, obstacle distance means none when NaN/inf."""
+def validate_zone(raw: Any, zones: Optional[frozenset[str]], cfg: ServingConfig) -> str:
+    """The state's zone: empty (unknown), or a zone the map knows (``zones``; None or empty: a
+    plain identifier). Anything else never reaches the prompt or the rules."""
+    zone = clean_text("state.zone", raw, cfg.max_goal_chars)
+    if not zone:
+        return ""
+    if zones:
+        if zone not in zones:
+            raise RequestError(E.INVALID_STATE, f"state.zone {zone[:64]!r} is not a zone of the map "
+                                                f"(known: {', '.join(sorted(zones))})")
+    elif not _ZONE_ID.match(zone):
+        raise RequestError(E.INVALID_STATE, "state.zone must be a zone id (letters, digits, _ . -)")
+    return zone
+
+
+def validate_state(raw: dict[str, Any], cfg: ServingConfig,
+                   zones: Optional[frozenset[str]] = None) -> RobotState:
+    """Check ranges; NaN means unknown for battery, obstacle distance means none when NaN/inf;
+    the zone must be one the map knows (``zones``)."""
     people = raw.get("people_distances_m") or []
     if len(people) > cfg.max_people:
         raise RequestError(E.INVALID_STATE, f"state.people_distances_m has {len(people)} entries, "
@@ -89,7 +121,7 @@ def validate_state(raw: dict[str, Any], cfg: ServingConfig) -> RobotState:
         obstacle_distance_m=math.inf if math.isnan(obstacle) else obstacle,
         people_distances_m=[_number(f"people_distances_m[{i}]", d, 0.0, _MAX_DISTANCE_M, False)
                             for i, d in enumerate(people)],
-        zone=clean_text("state.zone", raw.get("zone", ""), cfg.max_goal_chars),
+        zone=validate_zone(raw.get("zone", ""), zones, cfg),
     )
 
 
@@ -112,35 +144,57 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def _check_strings(value: Any) -> None:
-    """Every key and string in a parsed JSON value is valid Unicode (no lone surrogate, which
-    an escape such as "\\ud800" decodes to and which cannot be encoded to UTF-8 later).
-    Iterative: the value is at most MAX_CONTEXT_DEPTH deep, but no recursion is needed."""
-    stack: list[tuple[Any, str]] = [(value, "$")]
-    while stack:
-        v, path = stack.pop()
-        if isinstance(v, dict):
-            for k, item in v.items():
-                bad = _SURROGATE.search(k)
-                if bad:
-                    raise RequestError(E.INVALID_CONTEXT_JSON,
-                                       f"context_json has a lone surrogate (U+{ord(bad.group()):04X}) "
-                                       f"in a key of {path}")
-                stack.append((item, f"{path}.{k}" if len(path) < 200 else path))
-        elif isinstance(v, list):
-            stack.extend((item, f"{path}[{i}]" if len(path) < 200 else path)
-                         for i, item in enumerate(v))
-        elif isinstance(v, str):
-            bad = _SURROGATE.search(v)
-            if bad:
-                raise RequestError(E.INVALID_CONTEXT_JSON,
-                                   f"context_json has a lone surrogate (U+{ord(bad.group()):04X}) "
-                                   f"in the string at {path}")
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique, also once format characters are dropped (two copies
+    of a key can show the rules one value and the model another)."""
+    out = dict(pairs)
+    if len(out) != len(pairs) or len({drop_format_chars(k) for k in out}) != len(out):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if drop_format_chars(key) in seen:
+                raise _DuplicateKey(key)
+            seen.add(drop_format_chars(key))
+    return out
+
+
+def _clean_value(value: Any, path: str = "$") -> Any:
+    """A parsed JSON value whose keys and strings are clean text: no lone surrogate (an escape
+    such as "\\ud800" decodes to one, and it cannot be encoded to UTF-8 later), no
+    bidirectional control an escape decodes to (escaped C0 controls are kept: the prompt shows
+    the context as JSON, which escapes them again), and format characters dropped. Recursive
+    within MAX_CONTEXT_DEPTH (checked before parsing)."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            _check_string(key, f"a key of {path}")
+            key = drop_format_chars(key)
+            out[key] = _clean_value(item, f"{path}.{key}" if len(path) < 200 else path)
+        return out
+    if isinstance(value, list):
+        return [_clean_value(item, f"{path}[{i}]" if len(path) < 200 else path)
+                for i, item in enumerate(value)]
+    if isinstance(value, str):
+        _check_string(value, f"the string at {path}")
+        return drop_format_chars(value)
+    return value
+
+
+def _check_string(text: str, where: str) -> None:
+    bad = _DECODED_BAD.search(text)
+    if bad:
+        what = "lone surrogate" if "\ud800" <= bad.group() <= "\udfff" else "bidirectional control"
+        raise RequestError(E.INVALID_CONTEXT_JSON, f"context_json has a {what} "
+                                                   f"(U+{ord(bad.group()):04X}) in {where}")
 
 
 def parse_context(text: str, cfg: ServingConfig) -> dict[str, Any]:
     """Optional context JSON: must be a JSON object (RFC 8259: no NaN/Infinity), nested at most
-    MAX_CONTEXT_DEPTH deep, with valid Unicode strings, when present."""
+    MAX_CONTEXT_DEPTH deep, with unique keys and valid Unicode strings, when present; format
+    characters are dropped from its keys and strings."""
     text = clean_text("context_json", text, cfg.max_context_chars)
     if not text:
         return {}
@@ -148,7 +202,10 @@ def parse_context(text: str, cfg: ServingConfig) -> dict[str, Any]:
     if too_deep:
         raise RequestError(E.INVALID_CONTEXT_JSON, f"context_json is {too_deep}")
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_object)
+    except _DuplicateKey as exc:
+        raise RequestError(E.INVALID_CONTEXT_JSON,
+                           f"context_json has the key {str(exc)[:64]!r} more than once") from None
     except json.JSONDecodeError as exc:
         raise RequestError(E.INVALID_CONTEXT_JSON,
                            f"context_json is not valid JSON: {exc.msg} at position {exc.pos}") from exc
@@ -158,12 +215,13 @@ def parse_context(text: str, cfg: ServingConfig) -> dict[str, Any]:
         raise RequestError(E.INVALID_CONTEXT_JSON, f"context_json is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise RequestError(E.INVALID_CONTEXT_JSON, "context_json must be a JSON object")
-    _check_strings(value)
-    return value
+    return _clean_value(value)
 
 
-def validate_request(raw: dict[str, Any], cfg: ServingConfig) -> NavRequest:
-    """Raw fields (from a ROS message or a dict) -> NavRequest, or RequestError."""
+def validate_request(raw: dict[str, Any], cfg: ServingConfig,
+                     zones: Optional[frozenset[str]] = None) -> NavRequest:
+    """Raw fields (from a ROS message or a dict) -> NavRequest, or RequestError. ``zones``: the
+    zone ids of the map (None: any plain identifier)."""
     request_id = clean_text("request_id", raw.get("request_id", ""), cfg.max_request_id_chars)
     if not _REQUEST_ID.match(request_id):
         raise RequestError(E.INVALID_REQUEST_ID,
@@ -181,7 +239,7 @@ def validate_request(raw: dict[str, Any], cfg: ServingConfig) -> NavRequest:
         request_id=request_id or new_request_id(),
         query=clean_text("query", raw.get("query", ""), cfg.max_query_chars, required=True),
         goal=clean_text("goal", raw.get("goal", ""), cfg.max_goal_chars),
-        state=validate_state(raw.get("state") or {}, cfg),
+        state=validate_state(raw.get("state") or {}, cfg, zones),
         context=parse_context(raw.get("context_json", ""), cfg),
         priority=priority,
         deadline_ms=deadline or cfg.default_deadline_ms,

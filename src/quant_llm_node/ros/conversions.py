@@ -11,6 +11,17 @@ from quant_llm_node.reasoning.types import LATENCY_STAGES, NavResponse
 BATTERY_UNKNOWN = -1.0
 
 
+def ros_text(value: Any) -> str:
+    """Any text as a valid ROS string, whatever a server or a model produced: valid UTF-8 (a
+    lone surrogate becomes U+FFFD) and no NUL (ROS strings end at the first one)."""
+    text = value if isinstance(value, str) else str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 def battery_from_msg(state: Any) -> float:
     """RobotState.battery_pct for the core: the not-given sentinel becomes NaN (unknown)."""
     value = float(state.battery_pct)
@@ -57,23 +68,23 @@ def build_request(srv_type, query: str, goal: str, state: dict, context: str,
 def fill_response(out: Any, resp: NavResponse, with_request_id: bool = True) -> Any:
     """Copy a NavResponse into NavQuery.Response / QueryResult / Reason.Result."""
     if with_request_id:
-        out.request_id = resp.request_id
+        out.request_id = ros_text(resp.request_id)
     out.success = resp.success
-    out.error_code = resp.error_code
-    out.error_message = resp.error_message
+    out.error_code = ros_text(resp.error_code)
+    out.error_message = ros_text(resp.error_message)
     d = resp.decision
-    out.decision.action = d.action
+    out.decision.action = ros_text(d.action)
     out.decision.speed_limit_mps = float(d.speed_limit_mps)
-    out.decision.target_place_id = d.target_place_id
-    out.decision.reason = d.reason
-    out.decision.source = d.source
-    out.decision.rules_fired = list(d.rules_fired)
-    out.raw_text = resp.raw_text
+    out.decision.target_place_id = ros_text(d.target_place_id)
+    out.decision.reason = ros_text(d.reason)
+    out.decision.source = ros_text(d.source)
+    out.decision.rules_fired = [ros_text(r) for r in d.rules_fired]
+    out.raw_text = ros_text(resp.raw_text)
     _copy_latency(out.latency, resp.latency)
     out.prompt_tokens = int(resp.prompt_tokens)
     out.completion_tokens = int(resp.completion_tokens)
-    out.model_id = resp.model_id
-    out.backend = resp.backend
+    out.model_id = ros_text(resp.model_id)
+    out.backend = ros_text(resp.backend)
     return out
 
 
@@ -97,13 +108,13 @@ def response_to_dict(msg: Any) -> dict[str, Any]:
 def fill_stats(out: Any, resp: NavResponse, stamp: Any) -> Any:
     """One QueryStats message for an answered request."""
     out.stamp = stamp
-    out.request_id = resp.request_id
+    out.request_id = ros_text(resp.request_id)
     out.success = resp.success
-    out.error_code = resp.error_code
-    out.action = resp.decision.action
-    out.source = resp.decision.source
-    out.backend = resp.backend
-    out.model_id = resp.model_id
+    out.error_code = ros_text(resp.error_code)
+    out.action = ros_text(resp.decision.action)
+    out.source = ros_text(resp.decision.source)
+    out.backend = ros_text(resp.backend)
+    out.model_id = ros_text(resp.model_id)
     _copy_latency(out.latency, resp.latency)
     out.prompt_tokens = int(resp.prompt_tokens)
     out.completion_tokens = int(resp.completion_tokens)

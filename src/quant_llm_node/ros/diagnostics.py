@@ -8,6 +8,7 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from quant_llm_node.reasoning.types import LATENCY_STAGES
+from quant_llm_node.ros.conversions import ros_text
 from quant_llm_node.serving.model_swap import SwapPhase, SwapStatus
 from quant_llm_node.serving.pipeline import GroundingStatus
 
@@ -32,12 +33,13 @@ def _fmt(v: Any) -> str:
 
 
 def to_message(stamp, hardware_id: str, specs: list[StatusSpec]) -> DiagnosticArray:
+    """The statuses as one message; every string valid for ROS (ros_text), whatever it holds."""
     arr = DiagnosticArray()
     arr.header.stamp = stamp
     for spec in specs:
-        st = DiagnosticStatus(level=spec.level, name=spec.name, message=spec.message,
-                              hardware_id=hardware_id)
-        st.values = [KeyValue(key=str(k), value=_fmt(v)) for k, v in spec.values.items()]
+        st = DiagnosticStatus(level=spec.level, name=ros_text(spec.name),
+                              message=ros_text(spec.message), hardware_id=ros_text(hardware_id))
+        st.values = [KeyValue(key=ros_text(k), value=ros_text(_fmt(v))) for k, v in spec.values.items()]
         arr.status.append(st)
     return arr
 
@@ -141,16 +143,24 @@ def grounding_status(prefix: str, info: GroundingStatus) -> StatusSpec:
                                           "provider_fallbacks": info.provider_fallbacks})
 
 
-def settings_status(prefix: str, cfg, lifecycle: str) -> StatusSpec:
-    """The live settings in force (safety thresholds, serving limits, generation)."""
+def settings_status(prefix: str, cfg, lifecycle: str, launch_loosened: list[str] = ()) -> StatusSpec:
+    """The live settings in force (safety thresholds, serving limits, generation); WARN, naming
+    each one, when the launch loosened safety settings against the shipped defaults."""
     name = f"{prefix}: settings"
+    level, loose = OK, list(launch_loosened)
+    values: dict = {"launch_loosened": ", ".join(loose) or "none"}
+    if loose:
+        level = WARN
+        message = f"launch loosened {len(loose)} safety setting(s) against the defaults: {', '.join(loose)}"
     if cfg is None:
-        return StatusSpec(name, OK, f"parameters apply at configure ({lifecycle})", {})
-    values = {f"safety.{k}": v for k, v in vars(cfg.safety).items()}
+        msg = f"parameters apply at configure ({lifecycle})"
+        return StatusSpec(name, level, f"{message}; {msg}" if loose else msg, values)
+    values.update({f"safety.{k}": v for k, v in vars(cfg.safety).items()})
+    values.update({f"screen.{k}": v for k, v in vars(cfg.screen).items()})
     values.update({f"serving.{k}": v for k, v in vars(cfg.serving).items()})
     values.update({f"engine.{k}": getattr(cfg.engine, k)
                    for k in ("max_tokens", "temperature", "use_grammar")})
-    return StatusSpec(name, OK, "live settings in force", values)
+    return StatusSpec(name, level, message if loose else "live settings in force", values)
 
 
 def remote_status(prefix: str, st) -> StatusSpec:

@@ -24,15 +24,16 @@ from quant_llm_interfaces.action import Reason
 from quant_llm_interfaces.msg import QueryRequest, QueryResult, QueryStats
 from quant_llm_interfaces.srv import NavQuery
 
-from quant_llm_node.config import Config, ConfigError, NODE_NAME, config_from_flat, iter_settings
+from quant_llm_node.config import Config, ConfigError, NODE_NAME, config_from_flat, iter_settings, loosened
 from quant_llm_node.models.registry import resolve_model_path
 from quant_llm_node.reasoning import errors as E
 from quant_llm_node.reasoning.types import NavResponse
 from quant_llm_node.reasoning.validation import safe_request_id
 from quant_llm_node.ros import diagnostics as diag
-from quant_llm_node.ros.conversions import fill_response, fill_stats, request_to_raw
+from quant_llm_node.ros.conversions import fill_response, fill_stats, request_to_raw, ros_text
 from quant_llm_node.ros.parameters import descriptor, plan_change
-from quant_llm_node.serving.assembly import Assembly, ConfigureError, assemble
+from quant_llm_node.serving.assembly import ConfigureError, assemble
+from quant_llm_node.serving.model_holder import ModelHolder
 from quant_llm_node.serving.model_swap import ModelSwapper, SwapStatus
 from quant_llm_node.serving.pipeline import GroundingStatus
 from quant_llm_node.serving.service import NavigationService
@@ -57,8 +58,10 @@ class QuantLlmNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any):
         super().__init__(node_name, **kwargs)
         self._declare_settings()
+        # values the launch loosened against the shipped defaults (WARN in diagnostics)
+        self.launch_loosened = loosened(Config().flat(), self._values())
         self.service: NavigationService | None = None  # exists from configure to cleanup
-        self._assembly: Assembly | None = None           # the loaded models it runs on
+        self.holder: ModelHolder | None = None           # the serving model and its settings
         self.configure_error = ""
         self._serve_group = ReentrantCallbackGroup()
         self._diag_group = MutuallyExclusiveCallbackGroup()
@@ -71,6 +74,7 @@ class QuantLlmNode(LifecycleNode):
         self._query_sub = self.create_subscription(QueryRequest, "~/query_in", self._on_query_in,
                                                    INTAKE_QOS, callback_group=self._serve_group)
         self._goal_jobs: dict[bytes, Any] = {}
+        self.publish_failures = 0  # publishes that raised (never let out of a callback or worker)
         self._reason_server = ActionServer(
             self, Reason, "~/reason", execute_callback=self._execute_reason,
             goal_callback=lambda _goal: GoalResponse.ACCEPT,
@@ -157,16 +161,15 @@ class QuantLlmNode(LifecycleNode):
             if self.param_errors:
                 raise ConfigError("invalid parameters: " + "; ".join(self.param_errors))
             assembly = assemble(self.read_config())
-        except (ConfigError, ConfigureError, OSError, ValueError) as exc:
-            code = getattr(exc, "code", "CONFIG_INVALID")
-            self.configure_error = f"{code}: {exc}"
+        except Exception as exc:  # noqa: BLE001 — a failed configure says why, and the node lives
+            code = getattr(exc, "code", "CONFIG_INVALID" if isinstance(exc, ConfigError) else "INTERNAL_ERROR")
+            self.configure_error = ros_text(f"{code}: {exc}")
             self.get_logger().error(f"configure failed: {self.configure_error}")
             self.publish_diagnostics()
             return TransitionCallbackReturn.FAILURE
-        self._assembly = assembly
-        self.service = NavigationService(assembly.cfg, assembly.pipeline())
-        self._swapper = ModelSwapper(self.service, lambda: self._assembly, self._set_assembly,
-                                     self._on_swap)
+        self.holder = ModelHolder.of(assembly)
+        self.service = NavigationService(self.holder)
+        self._swapper = ModelSwapper(self.holder, self._on_swap)
         report = assembly.report
         self.get_logger().info(
             f"model {report.model_id} loaded in {report.load_ms:.0f} ms ({report.backend}); "
@@ -197,9 +200,6 @@ class QuantLlmNode(LifecycleNode):
         self.release()
         return TransitionCallbackReturn.SUCCESS
 
-    def _set_assembly(self, assembly: Assembly) -> None:
-        self._assembly = assembly
-
     def _on_swap(self, status: SwapStatus) -> None:
         self.get_logger().info(f"model swap: {status.phase.value} (serving {status.serving or 'no model'})")
 
@@ -211,9 +211,9 @@ class QuantLlmNode(LifecycleNode):
         if self.service is not None:
             self.service.stop()  # idempotent: nothing queued once deactivated
             self.service = None
-        if self._assembly is not None:
-            self._assembly.close()
-            self._assembly = None
+        if self.holder is not None:
+            self.holder.close()
+            self.holder = None
 
     # ---- serving ---------------------------------------------------------------------------
     def _submit(self, raw: dict, reply, on_partial=None):
@@ -222,7 +222,8 @@ class QuantLlmNode(LifecycleNode):
         Returns the Job."""
         def on_done(resp: NavResponse) -> None:
             reply(resp)
-            self._stats_pub.publish(fill_stats(QueryStats(), resp, self.get_clock().now().to_msg()))
+            self._publish(self._stats_pub, lambda: fill_stats(
+                QueryStats(), resp, self.get_clock().now().to_msg()))
 
         service = self.service
         if service is None:  # no model loaded: the answer still carries a usable request id
@@ -244,7 +245,7 @@ class QuantLlmNode(LifecycleNode):
         def publish(resp: NavResponse) -> None:
             if not resp.request_id and isinstance(msg.request_id, str):
                 resp.request_id = msg.request_id[:128]
-            self._result_pub.publish(fill_response(QueryResult(), resp))
+            self._publish(self._result_pub, lambda: fill_response(QueryResult(), resp))
         try:
             self._submit(request_to_raw(msg), publish)
         except Exception as exc:
@@ -258,9 +259,9 @@ class QuantLlmNode(LifecycleNode):
 
         def on_partial(view, text: str, n_tokens: int) -> None:
             # only the safety-checked action is offered as something to act on
-            goal_handle.publish_feedback(Reason.Feedback(
+            self._publish(goal_handle, lambda: Reason.Feedback(
                 checked_action=view.action if view else "", checked_source=view.source if view else "",
-                unchecked_partial_text=text, tokens_so_far=n_tokens))
+                unchecked_partial_text=ros_text(text), tokens_so_far=n_tokens), "publish_feedback")
 
         try:
             job = self._submit(request_to_raw(goal_handle.request), future.set_result, on_partial)
@@ -286,7 +287,8 @@ class QuantLlmNode(LifecycleNode):
     # ---- diagnostics -----------------------------------------------------------------------
     def publish_diagnostics(self) -> None:
         prefix = self.get_fully_qualified_name().lstrip("/")
-        service, assembly = self.service, self._assembly
+        service, holder = self.service, self.holder
+        assembly = holder.assembly if holder is not None else None
         report = assembly.report if assembly else None
         requested = (report.n_gpu_layers_requested if report is not None
                      else int(self.get_parameter("engine.n_gpu_layers").value))
@@ -310,5 +312,17 @@ class QuantLlmNode(LifecycleNode):
                                            False, 0, state))
             specs.append(diag.grounding_status(prefix, GroundingStatus(
                 enabled=bool(self.get_parameter("grounding.enabled").value))))
-        specs.append(diag.settings_status(prefix, service.cfg if service else None, state))
-        self._diag_pub.publish(diag.to_message(self.get_clock().now().to_msg(), self._hardware_id, specs))
+        specs[1].values["publish_failures"] = self.publish_failures
+        specs.append(diag.settings_status(prefix, service.cfg if service else None, state,
+                                          self.launch_loosened))
+        self._publish(self._diag_pub, lambda: diag.to_message(
+            self.get_clock().now().to_msg(), self._hardware_id, specs))
+
+    def _publish(self, target, build, method: str = "publish") -> None:
+        """Build a message and publish it; a failure is logged and counted (diagnostics), never
+        raised into a callback or the inference worker."""
+        try:
+            getattr(target, method)(build())
+        except Exception as exc:  # noqa: BLE001
+            self.publish_failures += 1
+            self.get_logger().error(ros_text(f"publish failed ({type(exc).__name__}): {exc}"))

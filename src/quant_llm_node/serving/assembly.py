@@ -92,6 +92,7 @@ class Assembly:
     screen_warm_ms: float = float("nan")
     memory: dict[str, str] = field(default_factory=dict)
     memory_bytes: int = 0                  # the budget check's estimate of what it holds
+    borrowed: set[str] = field(default_factory=set)  # parts taken over from the serving assembly
 
     @property
     def model_id(self) -> str:
@@ -103,8 +104,15 @@ class Assembly:
                         grounder=self.grounder, model_id=self.model_id, roofline=self.roofline,
                         backend=self.backend, screen=self.screen)
 
+    def hand_over(self, successor: "Assembly") -> None:
+        """``successor`` (put in place of this one) now owns the parts it borrowed from it."""
+        for name in successor.borrowed:
+            setattr(self, name, None)
+        successor.borrowed.clear()
+
     def close(self) -> None:
-        """Close the server connections; free the speculative decoder, the draft and the model."""
+        """Close the server connections; free the speculative decoder, the draft and the model
+        (not the parts borrowed from the assembly serving meanwhile)."""
         if self.backend is not None:
             self.backend.close()
             self.generator, self.backend = self.backend.local, None
@@ -112,19 +120,22 @@ class Assembly:
             close = getattr(self.generator, "close", None)
             if close is not None:
                 close()
-        if self.screen is not None:
+        if self.screen is not None and "screen" not in self.borrowed:
             self.screen.close()
-            self.screen = None
+        self.screen = None
         for engine in (self.draft, self.engine):
             if engine is not None:
                 engine.close()
         self.engine = self.generator = self.draft = None
 
 
-def assemble(cfg: Config, grounding: bool = True, warm: bool = True,
-             resident_bytes: int = 0) -> Assembly:
+def assemble(cfg: Config, grounding: bool = True, warm: bool = True, resident_bytes: int = 0,
+             reuse: Assembly | None = None) -> Assembly:
     """Run the configure sequence for ``cfg``; raises ConfigureError (and frees what it loaded).
-    ``resident_bytes``: memory of a model that stays loaded meanwhile (a model swap)."""
+    A model swap passes ``resident_bytes`` (memory of the assembly that keeps serving
+    meanwhile) and ``reuse`` (the serving assembly: a hazard screen on a model of its own, the
+    grounder and the bandwidth figure are taken over when their settings did not change, not
+    loaded and warmed again); it runs this as background work (engine/compute_thread.py)."""
     try:
         cfg, profile = apply_profile(cfg)
     except ProfileError as exc:
@@ -135,7 +146,7 @@ def assemble(cfg: Config, grounding: bool = True, warm: bool = True,
         raise ConfigureError("CONFIG_INVALID", f"places file: {exc}") from exc
     out = Assembly(cfg=cfg, task=task)
     try:
-        _load_models(out, profile, resident_bytes)
+        _load_models(out, profile, resident_bytes, reuse)
         out.prompts = task.prompts(out.engine.chat_renderer())
         out.prefix_tokens = out.engine.count_tokens(out.prompts.static_prefix)
         if warm:
@@ -151,15 +162,21 @@ def assemble(cfg: Config, grounding: bool = True, warm: bool = True,
     except BaseException:
         out.close()
         raise
-    bandwidth = cfg.engine.memory_bandwidth_gbps or measure_read_bandwidth_gbps(out.engine.settings.threads)
+    bandwidth = cfg.engine.memory_bandwidth_gbps or (
+        reuse.roofline.bandwidth_gbps if reuse is not None and reuse.roofline is not None
+        else measure_read_bandwidth_gbps(out.engine.settings.threads))
     out.roofline = Roofline(out.engine.info.tensor_bytes, bandwidth)
     out.grounding = GroundingStatus(enabled=cfg.grounding.enabled and grounding)
     if out.grounding.enabled:
-        _open_grounder(out)
+        if reuse is not None and reuse.grounding.ready and reuse.cfg.grounding == cfg.grounding:
+            out.grounder, out.grounding = reuse.grounder, copy.copy(reuse.grounding)
+        else:
+            _open_grounder(out)
     return out
 
 
-def _load_models(out: Assembly, profile: DeviceProfile | None, resident_bytes: int) -> None:
+def _load_models(out: Assembly, profile: DeviceProfile | None, resident_bytes: int,
+                 reuse: Assembly | None = None) -> None:
     c = out.cfg
     try:
         path, manifest_sha = resolve_model_path(c.model.name)
@@ -169,11 +186,11 @@ def _load_models(out: Assembly, profile: DeviceProfile | None, resident_bytes: i
     try:
         info = verify_model_file(settings.model_path,
                                  settings.sha256 if c.model.verify_checksum else "")
-        screen_bytes = _plan_screen(out, path, info)
+        screen_bytes = _plan_screen(out, path, info, reuse)
         verdict = check_memory(c, profile, info, resident_bytes + screen_bytes)
         out.memory = verdict.key_values()
         out.memory["memory_screen_mb"] = f"{screen_bytes / 2**20:.0f}"
-        out.memory_bytes = verdict.estimate.total_bytes + screen_bytes
+        out.memory_bytes = verdict.estimate.total_bytes + (out.screen_plan.bytes if out.screen_plan else 0)
         if not verdict.ok:
             raise ConfigureError("MEMORY_BUDGET_EXCEEDED", verdict.message)
         out.engine = LlamaEngine(settings)
@@ -195,11 +212,15 @@ class _ScreenPlan:
 
     settings: EngineSettings | None = None
     info: GGUFInfo | None = None
+    reuse: HazardScreen | None = None   # the serving assembly's screen, same model and settings
+    bytes: int = 0                      # what the screen holds (KV, buffers, own weights)
 
 
-def _plan_screen(out: Assembly, decision_path, decision_info: GGUFInfo) -> int:
+def _plan_screen(out: Assembly, decision_path, decision_info: GGUFInfo,
+                 reuse: Assembly | None = None) -> int:
     """Resolve and check the screen's model (screen.enabled); returns the bytes the screen adds
-    (raises ConfigureError)."""
+    (raises ConfigureError). A screen on a model of its own that ``reuse`` already runs with the
+    same settings is taken over (it adds nothing)."""
     c = out.cfg
     if not c.screen.enabled:
         return 0
@@ -214,19 +235,32 @@ def _plan_screen(out: Assembly, decision_path, decision_info: GGUFInfo) -> int:
             engine_cfg = copy.deepcopy(c.engine)
             engine_cfg.n_ctx, engine_cfg.n_batch, engine_cfg.n_parallel = 256, SCREEN_BATCH, 1
             plan.settings = EngineSettings.from_config(engine_cfg, path, sha)
+            running = reuse.screen if reuse is not None else None
+            if running is not None and running.owns_engine and running.engine.settings == plan.settings:
+                plan.reuse = running
+                plan.bytes = screen_memory_bytes(running.engine.info, shared=False)
+                out.screen_plan = plan
+                return 0  # already counted in the serving assembly's resident bytes
             try:
                 plan.info = verify_model_file(plan.settings.model_path,
                                               plan.settings.sha256 if c.model.verify_checksum else "")
             except ModelFileError as exc:
                 raise ConfigureError(exc.code, f"screen model: {exc}") from exc
     out.screen_plan = plan
-    return screen_memory_bytes(plan.info or decision_info, shared=plan.info is None)
+    plan.bytes = screen_memory_bytes(plan.info or decision_info, shared=plan.info is None)
+    return plan.bytes
 
 
 def _open_screen(out: Assembly, warm: bool) -> None:
     """The hazard screen over the decision model's weights or its own model; its static prefix
     (instructions and examples) is evaluated now."""
     plan = out.screen_plan or _ScreenPlan()
+    if plan.reuse is not None:
+        out.screen, out.screen_warm_ms = plan.reuse, 0.0
+        out.borrowed.add("screen")
+        out.report.extra.update(screen_model=out.screen.model_id,
+                                screen_prefix_tokens=out.screen.prefix_tokens, screen_warm_ms=0.0)
+        return
     engine, owns = out.engine, False
     try:
         if plan.settings is not None:

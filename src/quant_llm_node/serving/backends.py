@@ -55,10 +55,10 @@ def build_backend(cfg: Config, local: Optional[LocalGenerator],
     monitor = RemoteMonitor(breaker, mode=mode, server=engine.endpoint.origin, api=r.api,
                             model=r.model, window=r.stats_window,
                             warn_local_share=r.warn_local_share)
-    guarded = GuardedRemote(engine, breaker, monitor)
+    guarded = GuardedRemote(engine, breaker, monitor, validate)
     if mode == BACKEND_REMOTE:
         return Backend(mode, guarded, guarded, local)
     if local is None:
         engine.close()
         raise RemoteConfigError("engine.backend hybrid needs a local model to fall back on")
-    return Backend(mode, HybridGenerator(guarded, local, validate, r.deadline_share), guarded, local)
+    return Backend(mode, HybridGenerator(guarded, local, r.deadline_share), guarded, local)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from typing import Callable, Optional
 
-from quant_llm_node.engine.llama_engine import EngineError, LlamaEngine
+from quant_llm_node.engine import compute_thread
+from quant_llm_node.engine.llama_engine import WARM_SLICE, EngineError, LlamaEngine
 from quant_llm_node.reasoning.prompt import plain_renderer
 from quant_llm_node.reasoning.screen import LABEL_SAFE, LABEL_UNSAFE, ScreenPrompt, ScreenVerdict
 from quant_llm_node.reasoning.types import NavRequest
@@ -49,7 +50,12 @@ class HazardScreen:
     def warm(self) -> float:
         """Evaluate the static prefix (instructions and examples); returns milliseconds."""
         t0 = time.perf_counter()
-        self.context.last_logits(self.engine.tokenize(self.prompt.static_prefix))
+        tokens = self.engine.tokenize(self.prompt.static_prefix)
+        if compute_thread.in_background():  # a model swap: slices with pause points between
+            for end in range(WARM_SLICE, len(tokens), WARM_SLICE):
+                compute_thread.pause_for_serving()
+                self.context.last_logits(tokens[:end])
+        self.context.last_logits(tokens)
         return (time.perf_counter() - t0) * 1e3
 
     def check(self, request: NavRequest, margin: Optional[float] = None,

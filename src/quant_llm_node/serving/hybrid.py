@@ -43,15 +43,13 @@ class LocalGenerator(Protocol):
 class HybridGenerator:
     """Remote first within a share of the deadline, then local; the generator contract."""
 
-    def __init__(self, remote: GuardedRemote, local: LocalGenerator,
-                 validate: Callable[[str], object], deadline_share: float):
-        """``validate(text)`` raises ValueError when the text is not a usable decision
-        (e.g. ``DecisionSchema.parse``)."""
+    def __init__(self, remote: GuardedRemote, local: LocalGenerator, deadline_share: float):
+        """``remote`` judges its finished texts (its ``validate``): one that is not a decision
+        is a failure, and the local model answers."""
         if not 0.0 < deadline_share <= 1.0:
             raise ValueError("deadline_share must be in (0, 1]")
         self.remote = remote
         self.local = local
-        self.validate = validate
         self.deadline_share = deadline_share
         self.monitor = remote.monitor
 
@@ -84,19 +82,14 @@ class HybridGenerator:
                                          remote_text if on_text is not None else None, min_room,
                                          budget)
         except RemoteError:
-            pass  # counted by the guard; the local model answers
+            pass  # counted by the guard (a text that is no decision too); the local model answers
         else:
             if result.finish_reason == FINISH_INTERRUPTED:
                 self.monitor.record_answer(AnsweredBy.NONE)
                 return result
             if result.finish_reason != FINISH_DEADLINE:
-                try:
-                    self.validate(result.text)
-                except ValueError as exc:
-                    self.remote.report_invalid(str(exc))
-                else:
-                    self.monitor.record_answer(AnsweredBy.REMOTE)
-                    return dataclasses.replace(result, backend=BACKEND_REMOTE)
+                self.monitor.record_answer(AnsweredBy.REMOTE)
+                return dataclasses.replace(result, backend=BACKEND_REMOTE)
         waited_ms = (time.perf_counter() - t0) * 1e3
         if streamed:
             on_text(RESTART_TEXT, 0)   # the server's partial text is void: the answer restarts

@@ -1,5 +1,7 @@
 """Hot model swap: a new model is verified and loaded in the background while the old one keeps
-answering, then put in place between two requests.
+answering, then put in place between two requests, under the live settings in force when it
+lands (serving/model_holder.py). Its checksum, load and warm-ups run as background work on the
+compute thread, in slices between requests, so the model in place keeps its latency meanwhile.
 
 When both models cannot fit in memory at once, the old one is drained (the fallback answers,
 marked MODEL_UNAVAILABLE, during the gap), freed, and the new one loaded. A new model that fails
@@ -16,8 +18,9 @@ from enum import Enum
 from typing import Callable, Optional
 
 from quant_llm_node.config import Config
+from quant_llm_node.engine import compute_thread
 from quant_llm_node.serving.assembly import Assembly, ConfigureError, assemble
-from quant_llm_node.serving.service import NavigationService
+from quant_llm_node.serving.model_holder import ModelHolder
 
 log = logging.getLogger("quant_llm_node")
 
@@ -45,23 +48,19 @@ class SwapStatus:
 
 
 class ModelSwapper:
-    """Runs one swap at a time on a background thread.
+    """Runs one swap at a time on a background thread, through the model holder (the one owner
+    of the serving model). ``on_change`` is called after every phase change (e.g. to publish
+    diagnostics)."""
 
-    ``get_assembly`` / ``set_assembly`` reach the owner's current Assembly (the node keeps it);
-    ``on_change`` is called after every phase change (e.g. to publish diagnostics).
-    """
-
-    def __init__(self, service: NavigationService, get_assembly: Callable[[], Assembly],
-                 set_assembly: Callable[[Assembly], None],
+    def __init__(self, holder: ModelHolder,
                  on_change: Callable[[SwapStatus], None] = lambda s: None,
                  load: Callable[..., Assembly] = assemble):
-        self._service = service
-        self._get, self._set = get_assembly, set_assembly
+        self._holder = holder
         self._on_change = on_change
         self._load = load
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
-        self.status = SwapStatus(serving=service.model_id)
+        self.status = SwapStatus(serving=holder.pipeline.model_id)
 
     @property
     def busy(self) -> bool:
@@ -83,14 +82,22 @@ class ModelSwapper:
             self._thread.join(timeout_s)
 
     def _phase(self, phase: SwapPhase, **changes) -> None:
-        self.status = replace(self.status, phase=phase, serving=self._service.model_id, **changes)
+        self.status = replace(self.status, phase=phase, serving=self._holder.pipeline.model_id,
+                              **changes)
         self._on_change(self.status)
 
     def _run(self, cfg: Config) -> None:
         t0 = time.monotonic()
-        old = self._get()
         try:
-            new = self._load(cfg, resident_bytes=old.memory_bytes)
+            self._swap(cfg, t0)
+        except Exception as exc:  # noqa: BLE001 — a swap never dies stuck at loading
+            log.exception("model swap failed unexpectedly")
+            self._fail(f"INTERNAL_ERROR: {type(exc).__name__}: {exc}", t0)
+
+    def _swap(self, cfg: Config, t0: float) -> None:
+        old = self._holder.assembly
+        try:
+            new = self._background(cfg, resident_bytes=old.memory_bytes, reuse=old)
         except ConfigureError as exc:
             if exc.code != MEMORY_BUDGET_EXCEEDED:
                 self._fail(f"{exc.code}: {exc}", t0)
@@ -99,37 +106,42 @@ class ModelSwapper:
             if new is None:
                 return
         else:
-            self._service.swap(new.pipeline(), new.cfg)
-            self._set(new)
+            self._holder.install(new)
+            old.hand_over(new)
             old.close()
         self._phase(SwapPhase.DONE, duration_ms=(time.monotonic() - t0) * 1e3)
         log.info("model swap: %s serving", new.model_id)
 
     def _drain_and_load(self, cfg: Config, old: Assembly, first: ConfigureError,
                         t0: float) -> Optional[Assembly]:
-        """Both do not fit: answer with the fallback while the old model is replaced."""
+        """Both do not fit: answer with the fallback (under the live settings) while the old
+        model is replaced."""
         log.warning("model swap: both models do not fit (%s); draining the old one", first)
-        self._service.swap(old.pipeline().without_model())
+        self._holder.install(None, old.pipeline().without_model())
         old.close()
         self._phase(SwapPhase.DRAINED, both_loaded=False)
         try:
-            new = self._load(cfg)
+            new = self._background(cfg)
         except ConfigureError as exc:
             self._restore(old.cfg, f"{exc.code}: {exc}", t0)
             return None
-        self._service.swap(new.pipeline(), new.cfg)
-        self._set(new)
+        self._holder.install(new)
         return new
 
     def _restore(self, old_cfg: Config, error: str, t0: float) -> None:
         try:
-            back = self._load(old_cfg)
+            back = self._background(old_cfg)
         except ConfigureError as exc:
             self._fail(f"{error}; the old model did not reload either ({exc.code}: {exc})", t0)
             return
-        self._service.swap(back.pipeline(), back.cfg)
-        self._set(back)
+        self._holder.install(back)
         self._fail(error, t0)
+
+    def _background(self, cfg: Config, **kwargs) -> Assembly:
+        """Load ``cfg``'s models as background work on the compute thread: it starts between
+        two requests and lets every request go first (engine/compute_thread.py)."""
+        with compute_thread.background():
+            return compute_thread.run(self._load, cfg, **kwargs)
 
     def _fail(self, error: str, t0: float) -> None:
         log.error("model swap failed: %s", error)

@@ -89,8 +89,9 @@ class Pipeline:
             return self.backend.generator.model_id
         return self.model_id
 
-    def with_task(self, task: DecisionTask) -> "Pipeline":
-        return replace(self, task=task)
+    def with_task(self, task: DecisionTask, prompts: Optional[PromptBuilder] = None) -> "Pipeline":
+        """The same parts under another decision task (and its prompts, when given)."""
+        return replace(self, task=task, prompts=prompts or self.prompts)
 
     def without_model(self) -> "Pipeline":
         """The same pipeline with no model: every request gets the marked fallback."""

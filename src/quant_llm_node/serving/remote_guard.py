@@ -4,28 +4,36 @@
 the generator contract for the remote-only backend, where a failure raises RemoteError (an
 EngineError, code MODEL_UNAVAILABLE) and the service answers with its fallback decision.
 
-Verdicts for the breaker: a finished stream is a success; an error, or a stream that ran out
-of its deadline (the server was too slow), is a failure; a stream stopped by ``should_stop``
-(cancel, preemption, the request's own deadline) says nothing and only frees the probe slot.
+Verdicts for the breaker: a finished stream whose text is a decision is a success; an error, a
+finished text that is not a decision, or a stream that ran out of its deadline (the server was
+too slow), is a failure; a stream stopped by ``should_stop`` (cancel, preemption, the request's
+own deadline) says nothing and only frees the probe slot.
 """
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 from quant_llm_node.engine.llama_engine import FINISH_INTERRUPTED, GenerationResult
 from quant_llm_node.engine.remote import (FINISH_DEADLINE, RemoteEngine, RemoteError,
                                           RemoteErrorKind)
+from quant_llm_node.engine.remote_dialect import clean_text
 from quant_llm_node.serving.breaker import CircuitBreaker
 from quant_llm_node.serving.remote_status import AnsweredBy, RemoteMonitor
 
+log = logging.getLogger("quant_llm_node")
+
 
 class GuardedRemote:
-    """A RemoteEngine, its breaker and its monitor."""
+    """A RemoteEngine, its breaker and its monitor. ``validate(text)`` raises ValueError when a
+    finished text is not a usable decision: such an answer is a failure too (INVALID_OUTPUT)."""
 
-    def __init__(self, engine: RemoteEngine, breaker: CircuitBreaker, monitor: RemoteMonitor):
+    def __init__(self, engine: RemoteEngine, breaker: CircuitBreaker, monitor: RemoteMonitor,
+                 validate: Callable[[str], object] | None = None):
         self.engine = engine
         self.breaker = breaker
         self.monitor = monitor
+        self.validate = validate
 
     @property
     def model_id(self) -> str:
@@ -49,9 +57,11 @@ class GuardedRemote:
     def attempt(self, prompt: str, max_tokens: int, grammar: str | None, temperature: float,
                 should_stop: Callable[[str], bool] | None, on_text: Callable[[str, int], None] | None,
                 min_room: int, deadline_s: float | None) -> GenerationResult:
-        """One remote call under the breaker. Raises RemoteError (kind CIRCUIT_OPEN when the
-        breaker skips it); a result that ran out of ``deadline_s`` comes back with finish
-        reason ``deadline`` and is counted as a SLOW failure."""
+        """One remote call under the breaker. Raises RemoteError: CIRCUIT_OPEN when the breaker
+        skips it, INVALID_OUTPUT when the finished text is not a decision, the engine's kind
+        otherwise (anything else the engine raises is the server's BAD_RESPONSE). A result that
+        ran out of ``deadline_s`` comes back with finish reason ``deadline`` and is counted as a
+        SLOW failure."""
         if not self.breaker.allow():
             raise self._skipped()
         try:
@@ -60,19 +70,33 @@ class GuardedRemote:
         except RemoteError as exc:
             self._failed(exc.kind, str(exc))
             raise
+        except Exception as exc:  # noqa: BLE001 — a server's answer never takes the node down
+            log.exception("remote answer could not be read")
+            err = RemoteError(RemoteErrorKind.BAD_RESPONSE, self.engine.redact(
+                f"{self.engine.endpoint.origin}: unreadable answer ({type(exc).__name__})"))
+            self._failed(err.kind, str(err))
+            raise err from None
         if result.finish_reason == FINISH_DEADLINE:
             self._failed(RemoteErrorKind.SLOW,
                          f"no complete answer within {deadline_s:.3f} s ({result.completion_tokens} tokens)")
         elif result.finish_reason == FINISH_INTERRUPTED:
             self.breaker.release()
         else:
-            self.breaker.record_success()
-            self.monitor.record_remote_ok(result)
+            self._judge(result)
         return result
 
-    def report_invalid(self, message: str) -> None:
-        """The server's finished text did not parse as a decision: a failure too."""
-        self._failed(RemoteErrorKind.INVALID_OUTPUT, message)
+    def _judge(self, result: GenerationResult) -> None:
+        """A finished answer: a success when its text is a decision, else INVALID_OUTPUT."""
+        if self.validate is not None:
+            try:
+                self.validate(result.text)
+            except ValueError as exc:
+                err = RemoteError(RemoteErrorKind.INVALID_OUTPUT, self.engine.redact(
+                    clean_text(f"{self.engine.endpoint.origin}: not a decision: {exc}")))
+                self._failed(err.kind, str(err))
+                raise err from None
+        self.breaker.record_success()
+        self.monitor.record_remote_ok(result)
 
     def generate(self, prompt: str, max_tokens: int, grammar: str | None = None,
                  temperature: float = 0.0,
